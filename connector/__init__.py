@@ -1,0 +1,38 @@
+"""Ciklek → warehouse connector built on dlt.
+
+The public face: `ciklek_source` (the dlt source), `CiklekClient` (the HTTP client), the error
+tree, and `run_sync` (one checkpointed, quota-aware sync run). dlt's anonymous telemetry is off
+by default here because nothing in this package may reach the internet unasked; set
+RUNTIME__DLTHUB_TELEMETRY=true to opt back in.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+__version__ = "0.1.0"
+
+from connector.client import CiklekClient  # noqa: E402
+from connector.errors import (  # noqa: E402
+    ApiError,
+    CiklekError,
+    CiklekUnavailable,
+    ConfigError,
+    MissingScope,
+    QuotaExhausted,
+    Unauthorized,
+)
+
+__all__ = [
+    "ApiError",
+    "CiklekClient",
+    "CiklekError",
+    "CiklekUnavailable",
+    "ConfigError",
+    "MissingScope",
+    "QuotaExhausted",
+    "Unauthorized",
+    "__version__",
+]

@@ -1,0 +1,184 @@
+"""Counting requests: per run (for the summary) and per UTC day per key (the quota ledger).
+
+Why persisted: the server's headers describe only the minute window, yet the daily quota of
+50,000 is shared by every run and every other user of the key. The ledger lives in the state
+dir as JSON, keyed by a hash of the key (never the key), then by UTC day, then by pipeline, so
+several pipelines on one key add up and a budget check sees all of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector.errors import BudgetSpent
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    rate_limited: int = 0
+    waited_seconds: float = 0.0
+
+
+class RequestLog:
+    """Every request of this run: endpoint, status, seconds waited. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.endpoints: dict[str, EndpointStats] = collections.defaultdict(EndpointStats)
+
+    def record(self, endpoint: str, status: int | str, waited: float = 0.0) -> None:
+        with self._lock:
+            stats = self.endpoints[endpoint]
+            stats.requests += 1
+            stats.by_status[str(status)] += 1
+            if status == 429:
+                stats.rate_limited += 1
+            stats.waited_seconds += waited
+
+    def add_wait(self, endpoint: str, seconds: float) -> None:
+        with self._lock:
+            self.endpoints[endpoint].waited_seconds += seconds
+
+    @property
+    def requests(self) -> int:
+        return sum(s.requests for s in self.endpoints.values())
+
+    @property
+    def rate_limited(self) -> int:
+        return sum(s.rate_limited for s in self.endpoints.values())
+
+    @property
+    def waited_seconds(self) -> float:
+        return sum(s.waited_seconds for s in self.endpoints.values())
+
+    def for_endpoint(self, endpoint: str) -> EndpointStats:
+        with self._lock:
+            return self.endpoints.get(endpoint) or EndpointStats()
+
+
+def utc_today(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date().isoformat()
+
+
+class QuotaLedger:
+    """Requests used per UTC day per key, persisted; enforces the daily and per-run budgets.
+
+    `charge()` is called once before every request is sent (retries included: the server
+    counts them too). Counts reach disk every `flush_every` requests and on `flush()`; a killed
+    process can under-count by at most that many, which the default reserve absorbs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        key_fingerprint: str,
+        pipeline: str,
+        *,
+        daily_budget: int,
+        max_requests: int | None = None,
+        flush_every: int = 25,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.path = path
+        self.key = key_fingerprint
+        self.pipeline = pipeline
+        self.daily_budget = daily_budget
+        self.max_requests = max_requests
+        self.flush_every = flush_every
+        self._now = now
+        self._lock = threading.Lock()
+        self.run_requests = 0
+        self._pending = 0
+        self._day = utc_today(now())
+        self._others_today, self._mine_today = self._read_today()
+
+    def _read_today(self) -> tuple[int, int]:
+        data = read_ledger(self.path)
+        day = data.get(self.key, {}).get(self._day, {})
+        mine = int(day.get(self.pipeline, 0))
+        return sum(int(v) for v in day.values()) - mine, mine
+
+    @property
+    def used_today(self) -> int:
+        with self._lock:
+            return self._others_today + self._mine_today
+
+    @property
+    def left_today(self) -> int:
+        return max(0, self.daily_budget - self.used_today)
+
+    def charge(self) -> None:
+        """Count one request about to be sent, or raise BudgetSpent if it would exceed a budget."""
+        with self._lock:
+            today = utc_today(self._now())
+            if today != self._day:
+                self._flush_locked()
+                self._day = today
+                self._others_today, self._mine_today = self._read_today()
+            if self.max_requests is not None and self.run_requests >= self.max_requests:
+                raise BudgetSpent(
+                    f"--max-requests {self.max_requests} reached; progress is kept, "
+                    "run again to continue"
+                )
+            if self._others_today + self._mine_today >= self.daily_budget:
+                raise BudgetSpent(
+                    f"daily request budget {self.daily_budget} reached "
+                    f"({self._others_today + self._mine_today} used today, UTC); progress is "
+                    "kept, the next run after 00:00 UTC continues"
+                )
+            self.run_requests += 1
+            self._mine_today += 1
+            self._pending += 1
+            if self._pending >= self.flush_every:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, 0
+        update_ledger(self.path, self.key, self._day, self.pipeline, pending)
+
+
+def read_ledger(path: Path) -> dict[str, Any]:
+    try:
+        with path.open() as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> None:
+    """Add `add` requests under an exclusive file lock; keeps only the last 7 days."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock_fh:
+        fcntl.flock(lock_fh, fcntl.LOCK_EX)
+        data = read_ledger(path)
+        days = data.setdefault(key, {})
+        entry = days.setdefault(day, {})
+        entry[pipeline] = int(entry.get(pipeline, 0)) + add
+        for old in sorted(days)[:-7]:
+            del days[old]
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def used_on(path: Path, key: str, day: str) -> dict[str, int]:
+    """Requests per pipeline for one key and UTC day (for `ciklek status`)."""
+    return {k: int(v) for k, v in read_ledger(path).get(key, {}).get(day, {}).items()}

@@ -1,0 +1,121 @@
+"""The shared rate limiter: throttle *before* the server says no.
+
+Why header-driven: the server's `X-RateLimit-Remaining` / `X-RateLimit-Reset` are the truth about
+the current window (other users of the key spend it too), so every response re-synchronises the
+limiter; a local sliding window at the documented rate only covers the time before the first
+response and servers that omit the headers. One limiter per API key per process (see
+`limiter_for`): every resource and thread shares it, so parallel work can never overrun the key.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+Sleep = Callable[[float], None]
+
+
+class RateLimiter:
+    """Blocks `acquire()` until sending one more request will not exceed the window."""
+
+    def __init__(
+        self,
+        per_minute: int = 120,
+        *,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._jitter = jitter if jitter is not None else (lambda: random.uniform(0.05, 0.25))
+        self._per_minute = per_minute
+        self._sent: collections.deque[float] = collections.deque()
+        self._limit: int | None = None
+        self._remaining: int | None = None
+        self._reset_at: float | None = None
+
+    def delay(self) -> float:
+        """Seconds to wait before the next request may go; reserves a slot when it returns 0."""
+        with self._lock:
+            now = self._clock()
+            if self._reset_at is not None and now >= self._reset_at:
+                # The server's window rolled over: a fresh allowance until the next response.
+                self._remaining = self._limit
+                self._reset_at = None
+            if self._remaining is not None and self._remaining <= 0 and self._reset_at is not None:
+                return self._reset_at - now + self._jitter()
+            while self._sent and now - self._sent[0] >= 60.0:
+                self._sent.popleft()
+            if len(self._sent) >= self._per_minute:
+                return self._sent[0] + 60.0 - now
+            self._sent.append(now)
+            if self._remaining is not None:
+                self._remaining -= 1
+            return 0.0
+
+    def acquire(self, sleep: Sleep) -> float:
+        """Wait (through `sleep`) until a request may be sent; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            wait = self.delay()
+            if wait <= 0:
+                return waited
+            sleep(wait)
+            waited += wait
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Re-synchronise from a response's X-RateLimit-* headers (any status)."""
+        limit = _int_header(headers, "x-ratelimit-limit")
+        remaining = _int_header(headers, "x-ratelimit-remaining")
+        reset = _int_header(headers, "x-ratelimit-reset")
+        if remaining is None or reset is None:
+            return
+        with self._lock:
+            if limit is not None:
+                self._limit = limit
+            reset_at = float(reset)
+            if self._reset_at is None or reset_at > self._reset_at:
+                self._reset_at, self._remaining = reset_at, remaining
+            elif reset_at == self._reset_at and self._remaining is not None:
+                # Same window: in-flight reservations may already be lower than the header.
+                self._remaining = min(self._remaining, remaining)
+            else:
+                self._remaining = remaining
+
+    def block_until(self, reset_at: float) -> None:
+        """After a 429: no request goes before `reset_at`."""
+        with self._lock:
+            self._remaining = 0
+            self._reset_at = reset_at
+
+    @property
+    def remaining(self) -> int | None:
+        return self._remaining
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return math.ceil(number) if math.isfinite(number) else None
+
+
+_REGISTRY: dict[str, RateLimiter] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def limiter_for(key_fingerprint: str, per_minute: int = 120) -> RateLimiter:
+    """The process-wide limiter of one API key (created on first use)."""
+    with _REGISTRY_LOCK:
+        limiter = _REGISTRY.get(key_fingerprint)
+        if limiter is None:
+            limiter = _REGISTRY[key_fingerprint] = RateLimiter(per_minute)
+        return limiter
