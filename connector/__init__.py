@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# dlt warns about hint differences we make on purpose (nullable Arrow ids vs primary keys);
+# `ciklek --debug` or RUNTIME__LOG_LEVEL brings its logs back.
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
 
 __version__ = "0.1.0"
 
-from connector.client import CiklekClient  # noqa: E402
-from connector.errors import (  # noqa: E402
+from connector.client import CiklekClient
+from connector.errors import (
     ApiError,
     CiklekError,
     CiklekUnavailable,

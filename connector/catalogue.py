@@ -158,7 +158,9 @@ def parse_name_list(value: Any, setting: str) -> list[str]:
 def _split_qualified(entry: str, setting: str) -> tuple[str, str]:
     table, sep, name = entry.partition(".")
     if not sep or not table or not name:
-        raise ConfigError(f"{setting}: {entry!r} must look like <table>.<field>, e.g. customers.email")
+        raise ConfigError(
+            f"{setting}: {entry!r} must look like <table>.<field>, e.g. customers.email"
+        )
     return table, name
 
 
@@ -212,7 +214,9 @@ def build_catalogue(
             raise ConfigError(f"exclude_fields: unknown table {table!r} in {entry!r}")
         spec = cat[by_table[table]]
         if name == spec.primary_key and table == spec.name:
-            raise ConfigError(f"exclude_fields: {entry!r} is the primary key and cannot be excluded")
+            raise ConfigError(
+                f"exclude_fields: {entry!r} is the primary key and cannot be excluded"
+            )
         excluded.setdefault(by_table[table], set()).add(f"{table}.{name}")
     for res_name, names in excluded.items():
         cat[res_name] = replace(cat[res_name], excluded=frozenset(names))

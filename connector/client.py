@@ -127,9 +127,7 @@ def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: f
     error_type = _FATAL.get(status, ApiError)
     message = message or response.reason_phrase or "error"
     if error_type is MissingScope:
-        raise MissingScope(
-            message, code=code, details=details, endpoint=endpoint, status=status
-        )
+        raise MissingScope(message, code=code, details=details, endpoint=endpoint, status=status)
     raise error_type(message, code=code, details=details, endpoint=endpoint, status=status)
 
 
@@ -349,9 +347,7 @@ class CiklekClient:
                 return
             after = page.next_cursor
 
-    def post(
-        self, path: str, body: Any, *, idempotency_key: str | None = None
-    ) -> Any:
+    def post(self, path: str, body: Any, *, idempotency_key: str | None = None) -> Any:
         """POST with an Idempotency-Key made once per logical call and reused on every retry."""
         key = idempotency_key or str(uuid.uuid4())
         return self.request("POST", path, json_body=body, headers={"Idempotency-Key": key})

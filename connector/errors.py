@@ -7,7 +7,7 @@ words, never from request headers.
 
     CiklekError                      base of everything we raise on purpose
     ├── ConfigError                  bad input or configuration found before any request (exit 2)
-    ├── ApiError                     the server answered with an error envelope (fatal, never retried)
+    ├── ApiError                     an error envelope from the server (fatal, never retried)
     │   ├── BadRequest               400
     │   ├── Unauthorized             401 (exit 3)
     │   ├── MissingScope             403 (exit 3 when the user named the resource)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.endpoints: dict[str, EndpointStats] = collections.defaultdict(EndpointStats)
+        self._times: collections.deque[float] = collections.deque(maxlen=10_000)
 
     def record(self, endpoint: str, status: int | str, waited: float = 0.0) -> None:
         with self._lock:
@@ -45,6 +47,13 @@ class RequestLog:
             if status == 429:
                 stats.rate_limited += 1
             stats.waited_seconds += waited
+            self._times.append(time.monotonic())
+
+    def in_last(self, seconds: float = 60.0) -> int:
+        """Requests sent in the last `seconds` (the live requests-per-minute figure)."""
+        cutoff = time.monotonic() - seconds
+        with self._lock:
+            return sum(1 for t in self._times if t >= cutoff)
 
     def add_wait(self, endpoint: str, seconds: float) -> None:
         with self._lock:

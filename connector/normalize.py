@@ -224,9 +224,7 @@ def build_batch(
     child = (
         _Columns(child_spec.fields, _excluded_for(spec, child_spec.table)) if child_spec else None
     )
-    cursor_pos = next(
-        (i for i, f in enumerate(parent.fields) if f.name == spec.cursor_field), None
-    )
+    cursor_pos = next((i for i, f in enumerate(parent.fields) if f.name == spec.cursor_field), None)
     for record in records:
         if not isinstance(record, dict):
             batch.rejects.append(reject_row(spec.name, record, "record is not an object", seen_at))

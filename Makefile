@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Each installs what it needs into .venv/
+# (re-installing only when pyproject.toml changes). `make lint` and `make bench` are extra.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/ciklek demo
+
+# PostgreSQL: scripts/postgres.sh starts a private cluster (installing the Debian package when
+# missing and root); the PostgreSQL test is skipped only outside CI when that is impossible.
+test: install
+	@dsn=$$(bash scripts/postgres.sh start) || dsn=""; \
+	CIKLEK_TEST_PG_DSN="$$dsn" $(PY) -m pytest -q -n 2 --dist loadfile -p no:cacheprovider tests
+
+lint: install
+	$(VENV)/bin/ruff check connector tests bench pipelines
+	$(VENV)/bin/ruff format --check connector tests bench pipelines
+	$(VENV)/bin/mypy connector pipelines
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,327 @@
+"""The `ciklek` command: parses flags, calls sync/plan/status/check, maps errors to exit codes.
+
+Exit codes (see README): 0 completed, 1 a bug, 2 bad input (nothing sent), 3 credentials
+refused, 4 `--strict` and records were rejected, 75 try again later (progress kept).
+Every line we print passes through `scrub()`, so the API key can never reach a terminal or a
+log, whatever an exception happens to contain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import connector
+from connector.errors import (
+    CiklekError,
+    ConfigError,
+    MissingScope,
+    TryLater,
+    Unauthorized,
+)
+
+EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
+_SECRETS: list[str] = []
+
+
+def scrub(text: str) -> str:
+    """Remove every known secret from a line before it is printed."""
+    for secret in _SECRETS:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def out(text: str) -> None:
+    print(scrub(text), flush=True)
+
+
+def err(text: str) -> None:
+    print(scrub(text), file=sys.stderr, flush=True)
+
+
+def _remember_secret() -> None:
+    value = os.environ.get("SOURCES__CIKLEK__API_KEY")
+    if value:
+        _SECRETS.append(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (its default also prints usage)."""
+
+    def error(self, message: str) -> Any:
+        err(f"ciklek: error: {message} (see `ciklek {self.prog.split()[-1]} --help`)")
+        raise SystemExit(EXIT_CONFIG)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser = _Parser(
+        prog="ciklek",
+        description="Sync Ciklek (orders, customers, products) into DuckDB or any dlt warehouse.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ciklek {connector.__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    sync = sub.add_parser("sync", parents=[common], help="one sync run")
+    sync.add_argument("--resources", help="comma-separated: orders,customers,products")
+    sync.add_argument("--destination", help="a dlt destination name (default duckdb)")
+    sync.add_argument("--dataset", default="ciklek", help="dataset/schema name (default ciklek)")
+    sync.add_argument("--pipeline", default="ciklek", help="pipeline name (default ciklek)")
+    sync.add_argument("--since", help="backfill window start on updated_at (inclusive)")
+    sync.add_argument("--until", help="backfill window end on updated_at (exclusive)")
+    sync.add_argument("--full-refresh", action="store_true", help="empty and reload")
+    sync.add_argument("--max-requests", type=int, help="stop cleanly before N requests")
+    sync.add_argument("--strict", action="store_true", help="exit 4 when records were rejected")
+    sync.add_argument("--page-size", type=int, help="override page_size (1-100)")
+    sync.add_argument(
+        "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
+    )
+
+    plan = sub.add_parser("plan", parents=[common], help="estimate requests, time and days")
+    plan.add_argument("--resources")
+    plan.add_argument("--pipeline", default="ciklek")
+
+    status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
+    status.add_argument("--pipeline", default="ciklek")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = sub.add_parser("check", parents=[common], help="is the key valid, which scopes")
+    check.add_argument("--resources")
+
+    sandbox = sub.add_parser(
+        "sandbox", parents=[common], help="run the local Ciklek server", add_help=False
+    )
+    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+
+    demo = sub.add_parser("demo", parents=[common], help="sandbox -> sync -> DuckDB -> summary")
+    demo.add_argument("--orders", type=int, default=2000, help="orders in the sandbox")
+    demo.add_argument("--file", default="ciklek_demo.duckdb", help="the DuckDB file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        from connector.sandbox import main as sandbox_main  # lazy: only this command needs it
+
+        return int(sandbox_main(argv[1:]) or 0)
+    _remember_secret()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not args.command:
+        build_parser().print_help()
+        return EXIT_CONFIG
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "sync": cmd_sync,
+        "plan": cmd_plan,
+        "status": cmd_status,
+        "check": cmd_check,
+        "demo": cmd_demo,
+    }
+    return run_guarded(handlers[args.command], args)
+
+
+def run_guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Map exceptions to exit codes and one-line messages (tracebacks only with --debug)."""
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        err(f"ciklek: error: {exc}")
+        return EXIT_CONFIG
+    except Unauthorized:
+        err(
+            "ciklek: the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY "
+            "or api_key under [sources.ciklek] in .dlt/secrets.toml"
+        )
+        return EXIT_AUTH
+    except MissingScope as exc:
+        err(f"ciklek: the key lacks a scope (403): {exc.server_message}")
+        return EXIT_AUTH
+    except TryLater as exc:
+        err(f"ciklek: {exc}")
+        return EXIT_TEMPFAIL
+    except KeyboardInterrupt:
+        err("ciklek: interrupted")
+        return EXIT_TEMPFAIL
+    except Exception as exc:
+        if args.debug:
+            err(traceback.format_exc())
+        root = _root_cause(exc)
+        if isinstance(root, CiklekError) and root is not exc:
+            return run_guarded(_raiser(root), args)
+        err(
+            f"ciklek: unexpected error (a bug): {type(root).__name__}: "
+            f"{str(root).splitlines()[0] if str(root) else ''} -- please report it to the "
+            "connector's issue tracker (README, 'Reporting a bug') with the output of the same "
+            "command run with --debug"
+        )
+        return EXIT_BUG
+
+
+def _raiser(exc: BaseException) -> Callable[[argparse.Namespace], int]:
+    def handler(_args: argparse.Namespace) -> int:
+        raise exc
+
+    return handler
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "exception", None) is not None:
+        nxt = seen.__cause__ or getattr(seen, "exception", None)
+        if not isinstance(nxt, BaseException) or nxt is seen:
+            break
+        seen = nxt
+    return seen
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    from connector.settings import load_settings
+
+    settings = load_settings(resources=getattr(args, "resources", None), **overrides)
+    if settings.api_key is not None:
+        _SECRETS.append(settings.api_key.reveal())
+    return settings
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from connector.report import summary
+    from connector.sync import SyncOptions, run_sync
+
+    _debug_logging(args.debug)
+    settings = _settings(args, page_size=args.page_size)
+    options = SyncOptions(
+        resources=None,
+        destination=args.destination,
+        dataset=args.dataset,
+        pipeline=args.pipeline,
+        since=args.since,
+        until=args.until,
+        full_refresh=args.full_refresh,
+        max_requests=args.max_requests,
+        strict=args.strict,
+        progress={"auto": None, "bar": True, "lines": False}[args.progress],
+    )
+    result = run_sync(options, settings=settings)
+    out(summary(result))
+    return result.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from connector.ledger import used_on, utc_today
+    from connector.report import status_table
+    from connector.runstate import lock_is_held, read_status
+
+    settings = _settings(args)
+    doc = read_status(settings.state_dir, args.pipeline)
+    running = lock_is_held(settings.state_dir, args.pipeline)
+    if doc is None:
+        out(f"pipeline {args.pipeline!r} has not run yet (state dir {settings.state_dir})")
+        return EXIT_OK
+    key = doc.get("key_fingerprint") or (settings.api_key.fingerprint if settings.api_key else None)
+    used = (
+        sum(used_on(settings.state_dir / "ledger.json", key, utc_today()).values()) if key else None
+    )
+    if args.json:
+        out(json.dumps({**doc, "running": running, "requests_used_today": used}, default=str))
+    else:
+        out(status_table(doc, running=running, used_today=used))
+    return EXIT_OK
+
+
+def _client(settings: Any, **kwargs: Any) -> Any:
+    from connector.client import CiklekClient
+
+    return CiklekClient(
+        settings.base_url,
+        settings.require_key(),
+        max_attempts=settings.max_attempts,
+        max_wait_seconds=settings.max_wait_seconds,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        **kwargs,
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from connector.report import plan_table
+    from connector.runstate import read_status
+
+    settings = _settings(args)
+    doc = read_status(settings.state_dir, args.pipeline) or {}
+    rows = []
+    with _client(settings) as client:
+        for name in settings.resources:
+            spec = settings.catalogue[name]
+            total = client.fetch_page(spec.path, limit=1).total or 0
+            watermark = (doc.get("resources") or {}).get(name, {}).get("watermark")
+            if watermark:
+                new = client.fetch_page(spec.path, limit=1, updated_since=watermark).total or 0
+            else:
+                new = total
+            rows.append(
+                {
+                    "resource": name,
+                    "total": total,
+                    "next_records": new,
+                    "next_requests": max(1, math.ceil(new / settings.page_size)),
+                    "full_requests": max(1, math.ceil(total / settings.page_size)),
+                }
+            )
+    out(
+        plan_table(
+            rows, per_minute=settings.requests_per_minute, budget=settings.daily_request_budget
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    missing: list[str] = []
+    with _client(settings) as client:
+        for name in settings.resources:
+            spec = settings.catalogue[name]
+            try:
+                client.fetch_page(spec.path, limit=1)
+                out(f"{name:<10} ok       scope {spec.scope}")
+            except MissingScope:
+                missing.append(name)
+                out(f"{name:<10} missing  scope {spec.scope} (403)")
+    if missing and settings.resources_named:
+        err(f"ciklek: the key lacks the scope for {', '.join(missing)}")
+        return EXIT_AUTH
+    out(
+        "key valid"
+        + (f"; no access to {', '.join(missing)}" if missing else "; all scopes present")
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from connector.demo import run_demo
+
+    return run_demo(orders=args.orders, duckdb_file=args.file, printer=out)
+
+
+def _debug_logging(debug: bool) -> None:
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        os.environ["RUNTIME__LOG_LEVEL"] = "INFO"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""`ciklek demo`: the whole product in one command, with no Ciklek account.
+
+Starts the bundled sandbox on a free loopback port, syncs it into a local DuckDB file with a
+throwaway state dir (so the user's real pipelines are untouched), prints the summary and one
+analyst query, then stops the sandbox. Only the CLI imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from connector.report import summary
+from connector.settings import load_settings
+from connector.sync import SyncOptions, run_sync
+
+ANALYST_QUERY = """
+select o.currency,
+       count(*)                         as orders,
+       sum(o.total)                     as revenue,
+       count(distinct li.order_id)      as orders_with_items,
+       sum(li.quantity)                 as units
+from ciklek.orders o
+left join ciklek.order_line_items li on li.order_id = o.id
+group by o.currency
+order by revenue desc
+"""
+
+
+def start_sandbox(*flags: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    """Start `python -m connector.sandbox --port 0` and read its one-line JSON banner."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.sandbox", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise RuntimeError("the sandbox did not start (no banner line)")
+    return proc, json.loads(line)
+
+
+def run_demo(
+    *, orders: int = 2000, duckdb_file: str = "ciklek_demo.duckdb", printer: Callable[[str], None]
+) -> int:
+    target = Path(duckdb_file).absolute()
+    target.unlink(missing_ok=True)
+    proc, banner = start_sandbox("--orders", str(orders), "--seed", "7")
+    try:
+        keys = banner["keys"]
+        assert isinstance(keys, dict)
+        key = next(iter(keys))
+        printer(f"sandbox running at {banner['url']} with {orders:,} orders")
+        with tempfile.TemporaryDirectory(prefix="ciklek-demo-") as state_dir:
+            settings = load_settings(
+                base_url=str(banner["url"]), api_key=key, state_dir=state_dir, resources=None
+            )
+            result = run_sync(
+                SyncOptions(duckdb_file=str(target), progress=False), settings=settings
+            )
+        printer(summary(result))
+        with duckdb.connect(str(target), read_only=True) as con:
+            counts = {
+                table: con.sql(f"select count(*) from ciklek.{table}").fetchone()[0]  # type: ignore[index]
+                for table in ("orders", "order_line_items", "customers", "products")
+            }
+            printer("row counts: " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
+            printer("analyst query (revenue by currency):" + ANALYST_QUERY.rstrip())
+            printer(str(con.sql(ANALYST_QUERY)))
+        printer(f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"')
+        return result.exit_code
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

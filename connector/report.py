@@ -1,0 +1,157 @@
+"""Rendering results for people: the sync summary, `status` and `plan` tables.
+
+Why separate from the CLI: the same summary is printed by `ciklek sync`, `ciklek demo` and the
+cron script in `pipelines/`, and tests read it; the CLI only parses flags.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from connector.sync import SyncResult
+
+
+def render(table: Table, width: int = 160) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
+    return buffer.getvalue().rstrip("\n")
+
+
+def summary(result: SyncResult) -> str:
+    """The end-of-run summary: a table per resource plus totals and messages."""
+    settings, control = result.settings, result.control
+    table = Table(title="ciklek sync summary", title_justify="left")
+    for column in ("resource", "rows", "line items", "rejects", "pages", "requests", "429s"):
+        table.add_column(column, justify="right" if column != "resource" else "left")
+    table.add_column("wait s", justify="right")
+    table.add_column("watermark")
+    table.add_column("state")
+    for name in settings.resources:
+        outcome = control.outcome(name)
+        stats = result.log.for_endpoint("/" + settings.catalogue[name].path.strip("/"))
+        if name in result.skipped:
+            state = f"skipped: {result.skipped[name]}"
+        elif outcome.done:
+            state = "complete"
+        elif outcome.error is not None:
+            state = f"error: {outcome.error}"
+        elif outcome.stop is not None:
+            state = "stopped (resumes next run)"
+        else:
+            state = "in progress"
+        table.add_row(
+            name,
+            f"{outcome.rows:,}",
+            f"{outcome.child_rows:,}" if settings.catalogue[name].child else "",
+            f"{outcome.rejects:,}",
+            f"{outcome.pages:,}",
+            f"{stats.requests:,}",
+            f"{stats.rate_limited:,}",
+            f"{stats.waited_seconds:.1f}",
+            result.watermarks.get(name) or "-",
+            state,
+        )
+    lines = [render(table)]
+    lines.append(
+        f"requests: {result.log.requests:,} this run ({result.log.rate_limited} answered 429, "
+        f"{result.log.waited_seconds:.1f}s waiting); {result.quota.used_today:,} used today, "
+        f"{result.quota.left_today:,} left of the daily budget; elapsed {result.elapsed:.1f}s"
+    )
+    for name in settings.resources:
+        outcome = control.outcome(name)
+        if outcome.reconciliation is not None:
+            lines.append(f"reconciliation {name}: {outcome.reconciliation.describe()}")
+        for note in outcome.notes:
+            lines.append(f"note {name}: {note}")
+        if outcome.rejects:
+            lines.append(
+                f"rejects {name}: {outcome.rejects} record(s) quarantined in _ciklek_rejects"
+            )
+    lines.extend(result.messages)
+    return "\n".join(lines)
+
+
+def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) -> str:
+    table = Table(title=f"pipeline {doc.get('pipeline')}", title_justify="left")
+    for column in ("resource", "watermark", "rows loaded", "traversal in progress", "windows"):
+        table.add_column(column)
+    for name, res in (doc.get("resources") or {}).items():
+        trav = res.get("traversal")
+        trav_text = (
+            "-"
+            if not trav
+            else f"{trav.get('kind')} since {trav.get('since') or 'the beginning'}, "
+            f"{trav.get('pages', 0)} pages"
+            + (f" of ~{trav['total']:,} records" if trav.get("total") is not None else "")
+        )
+        windows = res.get("windows_in_progress") or []
+        table.add_row(
+            name,
+            res.get("watermark") or "-",
+            f"{res.get('rows_loaded', 0):,}",
+            trav_text,
+            ", ".join(f"{w.get('since')}..{w.get('until')}" for w in windows) or "-",
+        )
+    lines = [render(table)]
+    lines.append(f"sync running now: {'yes' if running else 'no'}")
+    budget = doc.get("daily_request_budget")
+    if used_today is not None:
+        left = "" if budget is None else f", {max(0, budget - used_today):,} left of {budget:,}"
+        lines.append(f"requests used today (UTC): {used_today:,}{left}")
+    last = doc.get("last_run")
+    if last:
+        lines.append(
+            f"last run: {last.get('outcome')} (exit {last.get('exit_code')}), ended "
+            f"{last.get('ended_at')}, {last.get('rows', 0)} rows, {last.get('requests', 0)} "
+            "requests" + (f"; {last['message']}" if last.get("message") else "")
+        )
+    return "\n".join(lines)
+
+
+def plan_table(rows: list[dict[str, Any]], *, per_minute: int, budget: int) -> str:
+    table = Table(title="ciklek plan", title_justify="left")
+    for column in (
+        "resource",
+        "records",
+        "next sync: records",
+        "next sync: requests",
+        "full backfill: requests",
+        "backfill time",
+        "backfill days",
+    ):
+        table.add_column(column, justify="left" if column == "resource" else "right")
+    totals = {"next": 0, "full": 0}
+    for row in rows:
+        totals["next"] += row["next_requests"]
+        totals["full"] += row["full_requests"]
+        table.add_row(
+            row["resource"],
+            f"{row['total']:,}",
+            f"{row['next_records']:,}",
+            f"{row['next_requests']:,}",
+            f"{row['full_requests']:,}",
+            duration(row["full_requests"] * 60.0 / per_minute),
+            f"{math.ceil(row['full_requests'] / budget)}",
+        )
+    lines = [render(table)]
+    lines.append(
+        f"next sync: {totals['next']:,} requests, about {duration(totals['next'] * 60.0 / per_minute)}"
+        f" at {per_minute}/min; full backfill: {totals['full']:,} requests, about "
+        f"{duration(totals['full'] * 60.0 / per_minute)}, {math.ceil(totals['full'] / budget)} "
+        f"day(s) at a daily budget of {budget:,}"
+    )
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"

@@ -1,0 +1,400 @@
+"""One sync run: lock, chunked commits, quota stops, reconciliation, the run record.
+
+Why chunks: dlt commits state only when a load completes and its extract is all-or-nothing, so
+one `pipeline.run` per bounded chunk (pages or seconds) means a crash, a SIGTERM or an exhausted
+quota costs at most one chunk, and the next run resumes from the last committed cursor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dlt
+
+from connector.catalogue import RUNS_TABLE
+from connector.client import CiklekClient
+from connector.destinations import resolve_destination
+from connector.errors import (
+    ApiError,
+    ConfigError,
+    MissingScope,
+    QuotaExhausted,
+    TryLater,
+    Unauthorized,
+)
+from connector.ledger import QuotaLedger, RequestLog
+from connector.normalize import parse_instant
+from connector.progress import ProgressReporter
+from connector.runstate import pipeline_dir, run_lock, write_status
+from connector.settings import Settings, load_settings
+from connector.source import RunControl, ciklek_source, iso
+from connector.throttle import limiter_for
+
+EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
+
+
+@dataclass
+class SyncOptions:
+    """`ciklek sync` flags; None means "from settings / default"."""
+
+    resources: list[str] | None = None
+    destination: str | None = None
+    dataset: str = "ciklek"
+    pipeline: str = "ciklek"
+    since: str | None = None
+    until: str | None = None
+    full_refresh: bool = False
+    max_requests: int | None = None
+    strict: bool = False
+    page_size: int | None = None
+    progress: bool | None = None
+    duckdb_file: str | None = None
+
+
+@dataclass
+class SyncResult:
+    exit_code: int
+    settings: Settings
+    control: RunControl
+    log: RequestLog
+    quota: QuotaLedger
+    elapsed: float
+    watermarks: dict[str, str | None] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    resume_at: dt.datetime | None = None
+    run_id: str = ""
+
+
+def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
+    """`--since` / `--until`: ISO 8601; a bare date means 00:00 UTC; naive means UTC."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        parsed = parse_instant(text)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ConfigError(
+            f"{flag} {value!r} is not a date or ISO 8601 timestamp "
+            "(e.g. 2026-01-01 or 2026-01-01T09:00:00Z)"
+        )
+    return parsed
+
+
+@contextlib.contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT end the run like a quota stop: finish the chunk, commit, exit 75."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def check_column_types(pipeline: Any, settings: Settings, refreshing: set[str]) -> None:
+    """Refuse when a declared money field already exists in the warehouse as another type."""
+    if pipeline.default_schema_name is None:
+        return
+    tables = pipeline.default_schema.tables
+    for name in settings.resources:
+        if name in refreshing:
+            continue
+        spec = settings.catalogue[name]
+        pairs = [(spec.name, spec.fields)]
+        if spec.child is not None:
+            pairs.append((spec.child.table, spec.child.fields))
+        for table, fields in pairs:
+            columns = tables.get(table, {}).get("columns", {})
+            for f in fields:
+                if f.kind != "money" or f.name not in columns:
+                    continue
+                existing = columns[f.name].get("data_type")
+                if existing not in (None, "decimal"):
+                    raise ConfigError(
+                        f"{table}.{f.name} is declared as money but was loaded as {existing}; "
+                        f"reload it once with `ciklek sync --resources {name} --full-refresh`"
+                    )
+
+
+def _watermarks(pipeline: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    try:
+        resources = pipeline.state.get("sources", {}).get("ciklek", {}).get("resources", {})
+    except Exception:
+        return {}
+    return {n: dict(resources.get(n, {})) for n in names}
+
+
+def _status_doc(
+    options: SyncOptions,
+    settings: Settings,
+    control: RunControl,
+    pipeline: Any,
+    *,
+    running: bool,
+    started: dt.datetime,
+    last_run: dict[str, Any] | None,
+) -> dict[str, Any]:
+    states = _watermarks(pipeline, list(settings.catalogue))
+    resources = {}
+    for name, st in states.items():
+        trav = st.get("traversal")
+        outcome = control.outcomes.get(name)
+        resources[name] = {
+            "watermark": st.get("watermark"),
+            "rows_loaded": st.get("rows_loaded", 0),
+            "traversal": None
+            if not trav
+            else {k: trav.get(k) for k in ("kind", "since", "pages", "received", "total")},
+            "windows_in_progress": [
+                {"since": w.get("since"), "until": w.get("until"), "pages": w.get("pages")}
+                for w in (st.get("windows") or {}).values()
+            ],
+            "this_run_pages": outcome.pages if outcome else 0,
+        }
+    return {
+        "pipeline": options.pipeline,
+        "dataset": options.dataset,
+        "key_fingerprint": settings.api_key.fingerprint if settings.api_key else None,
+        "daily_request_budget": settings.daily_request_budget,
+        "running": running,
+        "run_started_at": iso(started),
+        "updated_at": iso(dt.datetime.now(dt.UTC)),
+        "resources": resources,
+        "last_run": last_run,
+    }
+
+
+def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncResult:
+    """Run one sync. Raises ConfigError (exit 2) or LockHeld (exit 75) before any request."""
+    settings = settings or load_settings(resources=options.resources, page_size=options.page_size)
+    key = settings.require_key()
+    since = parse_bound(options.since, "--since")
+    until = parse_bound(options.until, "--until")
+    if since and until and until <= since:
+        raise ConfigError("--until must be later than --since")
+    if options.full_refresh and (since or until):
+        raise ConfigError("--full-refresh reloads everything; it cannot be combined with a window")
+    if options.max_requests is not None and options.max_requests < 1:
+        raise ConfigError("--max-requests must be at least 1")
+    destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
+
+    started_at = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    with run_lock(settings.state_dir, options.pipeline):
+        pipeline = dlt.pipeline(
+            pipeline_name=options.pipeline,
+            destination=destination,
+            dataset_name=options.dataset,
+            pipelines_dir=str(settings.state_dir / "pipelines"),
+        )
+        refreshing = set(settings.resources) if options.full_refresh else set()
+        check_column_types(pipeline, settings, refreshing)
+        log = RequestLog()
+        quota = QuotaLedger(
+            settings.state_dir / "ledger.json",
+            key.fingerprint,
+            options.pipeline,
+            daily_budget=settings.daily_request_budget,
+            max_requests=options.max_requests,
+        )
+        stop_event = threading.Event()
+        client = CiklekClient(
+            settings.base_url,
+            key,
+            limiter=limiter_for(key.fingerprint, settings.requests_per_minute),
+            quota=quota,
+            log=log,
+            max_attempts=settings.max_attempts,
+            max_rate_limit_waits=settings.max_rate_limit_waits,
+            max_wait_seconds=settings.max_wait_seconds,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            stop_event=stop_event,
+        )
+        reporter = ProgressReporter(
+            list(settings.resources),
+            page_size=settings.page_size,
+            log=log,
+            quota=quota,
+            tty=options.progress,
+            interval=settings.progress_interval_seconds,
+        )
+        control = RunControl(
+            client=client,
+            page_size=settings.page_size,
+            chunk_pages=settings.checkpoint_pages,
+            chunk_seconds=settings.checkpoint_seconds,
+            lookback_seconds=settings.lookback_seconds,
+            window=(since, until) if since or until else None,
+            tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
+            on_page=reporter.on_page,
+            stop_event=stop_event,
+        )
+        result = SyncResult(
+            exit_code=EXIT_OK,
+            settings=settings,
+            control=control,
+            log=log,
+            quota=quota,
+            elapsed=0.0,
+            run_id=uuid.uuid4().hex,
+        )
+
+        def status(running: bool, last_run: dict[str, Any] | None = None) -> None:
+            doc = _status_doc(
+                options,
+                settings,
+                control,
+                pipeline,
+                running=running,
+                started=started_at,
+                last_run=last_run,
+            )
+            write_status(settings.state_dir, options.pipeline, doc)
+
+        status(True)
+        try:
+            with stop_on_signals(stop_event):
+                _chunks(pipeline, settings, control, options, result, status)
+        finally:
+            reporter.close()
+            quota.flush()
+            client.close()
+        result.elapsed = time.monotonic() - started
+        _decide(result, options)
+        run_row = _run_row(result, options, started_at)
+        control.run_rows = [run_row]
+        try:
+            pipeline.run(
+                ciklek_source(
+                    resources=[], control=control, catalogue=settings.catalogue
+                ).with_resources(RUNS_TABLE)
+            )
+        except Exception as exc:  # the data is in; failing to write the run row is secondary
+            result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
+        states = _watermarks(pipeline, list(settings.resources))
+        result.watermarks = {n: s.get("watermark") for n, s in states.items()}
+        status(False, {k: v for k, v in run_row.items() if k != "details"})
+        return result
+
+
+def _chunks(
+    pipeline: Any,
+    settings: Settings,
+    control: RunControl,
+    options: SyncOptions,
+    result: SyncResult,
+    status: Any,
+) -> None:
+    pending = list(settings.resources)
+    first = True
+    while pending:
+        source = ciklek_source(resources=pending, control=control, catalogue=settings.catalogue)
+        refresh = "drop_resources" if (options.full_refresh and first) else None
+        pipeline.run(source, refresh=refresh)
+        first = False
+        status(True)
+        for name in list(pending):
+            if control.outcome(name).finished:
+                pending.remove(name)
+        stops = [o.stop for o in control.outcomes.values() if o.stop is not None]
+        fatal = [o.error for o in control.outcomes.values() if isinstance(o.error, Unauthorized)]
+        if stops or fatal:
+            break
+
+
+def _decide(result: SyncResult, options: SyncOptions) -> None:
+    """Exit code by precedence 3 > 75 > 4 > 0 (1 is raised, never decided here)."""
+    settings, control = result.settings, result.control
+    codes: list[int] = []
+    for name in settings.resources:
+        outcome = control.outcome(name)
+        error = outcome.error
+        if isinstance(error, MissingScope) and not settings.resources_named:
+            result.skipped[name] = (
+                f"key lacks scope {error.scope or settings.catalogue[name].scope}"
+            )
+            continue
+        if isinstance(error, Unauthorized):
+            codes.append(EXIT_AUTH)
+            result.messages.append(
+                "the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY or "
+                "api_key under [sources.ciklek] in .dlt/secrets.toml"
+            )
+        elif isinstance(error, MissingScope):
+            codes.append(EXIT_AUTH)
+            result.messages.append(
+                f"{name}: the key lacks scope {error.scope} (403); add it in Portal -> Settings "
+                "-> API Keys, or leave the resource out of --resources"
+            )
+        elif isinstance(error, ApiError):
+            codes.append(EXIT_BUG)
+            result.messages.append(f"{name}: unexpected API error: {error}")
+        if outcome.stop is not None:
+            codes.append(EXIT_TEMPFAIL)
+            if isinstance(outcome.stop, QuotaExhausted) and outcome.stop.resume_at:
+                result.resume_at = outcome.stop.resume_at
+        if outcome.rejects and options.strict:
+            codes.append(EXIT_STRICT)
+    stops = {str(o.stop) for o in control.outcomes.values() if o.stop is not None}
+    for text in sorted(stops):
+        result.messages.append(f"stopped early: {text}")
+    if result.resume_at is not None:
+        result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
+    if EXIT_TEMPFAIL in codes:
+        result.messages.append("progress is kept: the next run continues where this one stopped")
+    for code in (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT):
+        if code in codes:
+            result.exit_code = code
+            return
+    result.exit_code = EXIT_OK
+
+
+def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) -> dict[str, Any]:
+    control = result.control
+    outcome = {
+        EXIT_OK: "completed",
+        EXIT_STRICT: "completed_with_rejects",
+        EXIT_TEMPFAIL: "stopped_try_later",
+        EXIT_AUTH: "credentials_refused",
+        EXIT_BUG: "failed",
+    }.get(result.exit_code, "failed")
+    return {
+        "run_id": result.run_id,
+        "pipeline": options.pipeline,
+        "started_at": started_at,
+        "ended_at": dt.datetime.now(dt.UTC),
+        "outcome": outcome,
+        "exit_code": result.exit_code,
+        "resources": ",".join(result.settings.resources),
+        "rows": sum(o.rows for o in control.outcomes.values()),
+        "line_item_rows": sum(o.child_rows for o in control.outcomes.values()),
+        "rejects": sum(o.rejects for o in control.outcomes.values()),
+        "requests": result.log.requests,
+        "rate_limited": result.log.rate_limited,
+        "waited_seconds": round(result.log.waited_seconds, 3),
+        "message": "; ".join(result.messages) or None,
+    }
