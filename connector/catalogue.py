@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from connector.errors import ConfigError
 
@@ -192,9 +192,9 @@ def build_catalogue(
         spec = cat[res_name]
         for key, value in raw.items():
             if key in ("path", "scope", "cursor_field", "primary_key"):
-                spec = replace(spec, **{key: str(value)})
+                spec = replace(spec, **{key: str(value)})  # type: ignore[arg-type]
             elif key.endswith("_fields") and key[: -len("_fields")] in KINDS:
-                kind: FieldKind = key[: -len("_fields")]  # type: ignore[assignment]
+                kind = cast(FieldKind, key[: -len("_fields")])
                 fields = spec.fields
                 for name in parse_name_list(value, f"catalogue.{res_name}.{key}"):
                     fields = _with_kind(fields, name, kind)

@@ -68,13 +68,13 @@ def run_demo(
             )
         printer(summary(result))
         with duckdb.connect(str(target), read_only=True) as con:
-            counts = {
-                table: con.sql(f"select count(*) from ciklek.{table}").fetchone()[0]  # type: ignore[index]
-                for table in ("orders", "order_line_items", "customers", "products")
-            }
+            counts: dict[str, int] = {}
+            for table in ("orders", "order_line_items", "customers", "products"):
+                row = con.execute(f"select count(*) from ciklek.{table}").fetchone()
+                counts[table] = int(row[0]) if row else 0
             printer("row counts: " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
             printer("analyst query (revenue by currency):" + ANALYST_QUERY.rstrip())
-            printer(str(con.sql(ANALYST_QUERY)))
+            printer(str(con.query(ANALYST_QUERY)))
         printer(f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"')
         return result.exit_code
     finally:

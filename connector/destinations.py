@@ -27,7 +27,7 @@ def configured_duckdb_path() -> str | None:
     if value:
         return value
     try:
-        found = dlt.secrets.get("destination.duckdb.credentials")
+        found: Any = dlt.secrets.get("destination.duckdb.credentials")
     except Exception:  # a provider problem means "not configured", not a crash
         return None
     return str(found) if isinstance(found, str) and found else None
@@ -75,6 +75,8 @@ def resolve_destination(name: str | None, dataset: str, duckdb_path: str | None 
         raise ConfigError(
             f"unknown destination {name!r}; use a dlt destination name such as {MERGE_CAPABLE_HINT}"
         ) from None
+    if destination is None:
+        raise ConfigError(f"unknown destination {name!r}")
     strategies = destination.capabilities().supported_merge_strategies or []
     if "delete-insert" not in strategies:
         raise ConfigError(

@@ -140,8 +140,9 @@ def plan_table(rows: list[dict[str, Any]], *, per_minute: int, budget: int) -> s
         )
     lines = [render(table)]
     lines.append(
-        f"next sync: {totals['next']:,} requests, about {duration(totals['next'] * 60.0 / per_minute)}"
-        f" at {per_minute}/min; full backfill: {totals['full']:,} requests, about "
+        f"next sync: {totals['next']:,} requests, about "
+        f"{duration(totals['next'] * 60.0 / per_minute)} at {per_minute}/min; "
+        f"full backfill: {totals['full']:,} requests, about "
         f"{duration(totals['full'] * 60.0 / per_minute)}, {math.ceil(totals['full'] / budget)} "
         f"day(s) at a daily budget of {budget:,}"
     )

@@ -119,7 +119,7 @@ def _child_hints(spec: ResourceSpec) -> Any:
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key="id",
         merge_key=spec.child.parent_key,
-        columns=columns,
+        columns=columns,  # type: ignore[arg-type]
     )
 
 
@@ -433,7 +433,7 @@ def ciklek_source(
     else:
         names = list(resources or catalogue)
     selected = [make_resource(catalogue[name], control) for name in names]
-    runs = dlt.resource(
+    runs = dlt.resource(  # type: ignore[call-overload]
         _runs, name=RUNS_TABLE, write_disposition="append", selected=False, columns=RUN_COLUMNS
     )(control)
     return [*selected, runs]

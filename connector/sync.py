@@ -27,7 +27,6 @@ from connector.errors import (
     ConfigError,
     MissingScope,
     QuotaExhausted,
-    TryLater,
     Unauthorized,
 )
 from connector.ledger import QuotaLedger, RequestLog
