@@ -1,0 +1,140 @@
+"""``/_sandbox``: the test harness's handle on a running sandbox.
+
+Tests and demos need to look behind the API (what did the connector send?), bend time (expire a
+window or a day without waiting) and change the world mid-sync (update, create, corrupt or
+delete records). None of this is authenticated, rate limited or counted: it is not the API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .state import RESOURCES, SandboxState
+from .store import dump
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(dump(data), status_code=status, media_type="application/json")
+
+
+def _problem(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _float_param(request: Request, name: str, default: float) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def control_routes(state: SandboxState) -> list[Route]:
+    """The control endpoints bound to one sandbox's state."""
+
+    async def stats(request: Request) -> Response:
+        return _json(state.snapshot())
+
+    async def reset_stats(request: Request) -> Response:
+        state.stats.reset()
+        return _json({"ok": True})
+
+    async def new_day(request: Request) -> Response:
+        state.limiter.new_day()
+        return _json({"ok": True})
+
+    async def clock(request: Request) -> Response:
+        advance = _float_param(request, "advance", 0.0)
+        if advance is None:
+            return _problem(400, "advance must be a number of seconds")
+        state.clock.advance(advance)
+        return _json({"now": state.clock.now(), "offset_seconds": state.clock.offset_us / 1e6})
+
+    async def mutate(request: Request) -> Response:
+        resource = request.query_params.get("resource", "orders")
+        if resource not in RESOURCES:
+            return _problem(404, f"unknown resource {resource}")
+        try:
+            update = int(request.query_params.get("update", "0"))
+            create = int(request.query_params.get("create", "0"))
+        except ValueError:
+            return _problem(400, "update and create must be integers")
+        return _json(state.mutate(resource, update, create))
+
+    async def record(request: Request) -> Response:
+        resource: str = request.path_params["resource"]
+        rid: str = request.path_params["rid"]
+        if resource not in RESOURCES:
+            return _problem(404, f"unknown resource {resource}")
+        store = state.stores[resource]
+        if request.method == "GET":
+            entry = store.get(rid)
+            if entry is None:
+                return _problem(404, "record not found")
+            return Response(entry.body, media_type="application/json")
+        if request.method == "DELETE":
+            if not store.delete(rid):
+                return _problem(404, "record not found")
+            return _json({"deleted": rid})
+        changes = await _json_object(request)
+        if changes is None:
+            return _problem(400, "body must be a JSON object")
+        entry = state.patch(resource, rid, changes)
+        if entry is None:
+            return _problem(404, "record not found")
+        return Response(entry.body, media_type="application/json")
+
+    async def set_faults(request: Request) -> Response:
+        changes = await _json_object(request)
+        if changes is None:
+            return _problem(400, "body must be a JSON object")
+        try:
+            unknown = state.faults.update(changes)
+        except (TypeError, ValueError):
+            return _problem(400, "fault values must be numbers")
+        if unknown:
+            return _problem(400, f"unknown fault settings: {', '.join(sorted(unknown))}")
+        return _json(vars(state.faults.config))
+
+    async def set_limits(request: Request) -> Response:
+        changes = await _json_object(request)
+        if changes is None:
+            return _problem(400, "body must be a JSON object")
+        limits = state.limiter.limits
+        for name, value in changes.items():
+            if name == "window_seconds":
+                limits.window_seconds = float(value)
+            elif name in ("window_limit", "daily_quota"):
+                setattr(limits, name, int(value))
+            else:
+                return _problem(400, f"unknown limit setting: {name}")
+        return _json(vars(limits))
+
+    return [
+        Route("/stats", stats, methods=["GET"]),
+        Route("/reset_stats", reset_stats, methods=["POST"]),
+        Route("/new_day", new_day, methods=["POST"]),
+        Route("/clock", clock, methods=["POST"]),
+        Route("/mutate", mutate, methods=["POST"]),
+        Route("/records/{resource}/{rid}", record, methods=["GET", "PATCH", "DELETE"]),
+        Route("/faults", set_faults, methods=["POST"]),
+        Route("/limits", set_limits, methods=["POST"]),
+    ]

@@ -1,0 +1,133 @@
+"""All mutable sandbox state in one object, shared by the API and the control endpoints.
+
+The server is a single asyncio process, so plain dicts suffice: no handler awaits between
+reading and writing state, hence no locks.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+from .config import SandboxConfig
+from .cursor import CursorCodec
+from .data import DATA_END_US, generate
+from .faults import FaultInjector
+from .idempotency import IdempotencyStore
+from .ratelimit import RateLimiter
+from .store import Entry, ResourceStore
+from .timefmt import US_PER_DAY, SandboxClock, format_ts, parse_ts
+
+RESOURCES: tuple[str, ...] = ("orders", "customers", "products")
+
+
+class Stats:
+    """Request counters for ``/_sandbox/stats``: what the connector actually sent."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_status: dict[str, int] = {}
+        self.by_path: dict[str, int] = {}
+
+    def record(self, path: str, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        self.by_path[path] = self.by_path.get(path, 0) + 1
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.by_status.clear()
+        self.by_path.clear()
+
+
+class SandboxState:
+    """Dataset, clock, limiter, faults, idempotency records and counters of one sandbox."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.keys: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in config.keys.items()}
+        # Millions of fresh containers would trigger the cyclic GC over and over (a third of
+        # start-up time); none of them is garbage, so pause it and freeze the survivors.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            dataset, self.factory = generate(
+                config.seed, config.orders, config.customers, config.products, config.bad_records
+            )
+            self.bad_records = [bad.as_dict() for bad in dataset.bad]
+            self.stores: dict[str, ResourceStore] = {}
+            for name in RESOURCES:
+                store = ResourceStore(name)
+                store.load(dataset.records.get(name, []))
+                self.stores[name] = store
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        gc.freeze()
+        # Every generated updated_at must lie strictly before the clock's start.
+        real_now_us = time.time_ns() // 1000
+        self.clock = SandboxClock(max(0, DATA_END_US + US_PER_DAY - real_now_us))
+        self.codec = CursorCodec(config.seed)
+        self.limiter = RateLimiter(config.limits, self.clock)
+        self.faults = FaultInjector(config.faults, config.seed)
+        self.idempotency = IdempotencyStore(self.clock)
+        self.stats = Stats()
+
+    def stamp(self, store: ResourceStore) -> tuple[int, str]:
+        """A fresh updated_at for ``store``: now, but after every instant it holds."""
+        us = store.next_us(self.clock.now_us())
+        offset, digits, zulu = self.factory.style()
+        return us, format_ts(us, offset, digits, zulu)
+
+    def mutate(self, resource: str, update: int, create: int) -> dict[str, list[str]]:
+        """Update ``update`` random records and create ``create`` new ones, all "now"."""
+        store = self.stores[resource]
+        rng = self.factory.rng
+        updated = rng.sample(sorted(store.entries), min(max(0, update), len(store)))
+        for rid in updated:
+            obj = dict(store.entries[rid].obj)
+            self.factory.touch(resource, obj)
+            us, obj["updated_at"] = self.stamp(store)
+            store.put(rid, us, obj)
+        created: list[str] = []
+        for _ in range(max(0, create)):
+            rid = self.factory.uuid()
+            us, _text = self.stamp(store)
+            if resource == "orders":
+                obj = self.factory.order(rid, us, us)
+            elif resource == "customers":
+                obj = self.factory.customer(rid, us, us)
+            else:
+                obj = self.factory.product(rid, us, us)
+            store.put(rid, us, obj)
+            created.append(rid)
+        return {"updated": updated, "created": created}
+
+    def patch(self, resource: str, rid: str, changes: dict[str, Any]) -> Entry | None:
+        """Merge top-level keys into a record; bump updated_at unless the patch sets it."""
+        store = self.stores[resource]
+        entry = store.get(rid)
+        if entry is None:
+            return None
+        obj = dict(entry.obj)
+        obj.update(changes)
+        if "updated_at" in changes:
+            given = changes["updated_at"]
+            parsed = parse_ts(given) if isinstance(given, str) else None
+            us = entry.us if parsed is None else parsed
+        else:
+            us, obj["updated_at"] = self.stamp(store)
+        return store.put(rid, us, obj)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``/_sandbox/stats`` document."""
+        return {
+            "requests": self.stats.requests,
+            "by_status": dict(self.stats.by_status),
+            "by_path": dict(self.stats.by_path),
+            "counted_today": self.limiter.counted_today(),
+            "bad_records": list(self.bad_records),
+            "counts": {name: len(store) for name, store in self.stores.items()},
+            "faults_injected": dict(self.faults.injected),
+            "now": format_ts(self.clock.now_us(), 0, 6),
+        }

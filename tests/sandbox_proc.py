@@ -1,0 +1,119 @@
+"""Run the sandbox as a real subprocess for integration tests and benchmarks.
+
+A subprocess, not an in-process app, because the connector must be tested over a real socket:
+dropped connections, keep-alive and timeouts only exist there. The sandbox announces itself on
+its first stdout line, so start-up needs no polling and no fixed port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+class SandboxProcess:
+    """``with SandboxProcess("--orders", "500") as sb:`` then ``sb.url``, ``sb.key``..."""
+
+    def __init__(self, *flags: str) -> None:
+        self.flags = [str(flag) for flag in flags]
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.control = ""
+        self.keys: dict[str, list[str]] = {}
+
+    @property
+    def key(self) -> str:
+        """The first announced key (the full-scope default unless ``--key`` was given)."""
+        return next(iter(self.keys))
+
+    def start(self) -> SandboxProcess:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        cmd = [sys.executable, "-m", "connector.sandbox", "--port", "0", *self.flags]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPO_ROOT)
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = self.proc.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            # Read the announcement, then keep draining so the child never blocks on a pipe.
+            for line in stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            first = lines.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(f"sandbox did not announce itself within {START_TIMEOUT}s") from None
+        if not first:
+            code = self.proc.wait()
+            raise RuntimeError(f"sandbox exited with {code} before announcing itself")
+        info = json.loads(first)
+        self.url, self.control, self.keys = info["url"], info["control"], info["keys"]
+        return self
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> SandboxProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An httpx client on the API base URL, authenticated with ``key`` (default: first)."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.control}/stats", timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def control_post(self, path: str, **params_or_json: Any) -> Any:
+        """POST to a control endpoint; ``json=`` sends a body, other kwargs are query params."""
+        body = params_or_json.pop("json", None)
+        response = httpx.post(
+            f"{self.control}/{path.lstrip('/')}", params=params_or_json, json=body, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def control_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Any other control call (``GET``/``PATCH``/``DELETE`` on ``records/...``)."""
+        return httpx.request(method, f"{self.control}/{path.lstrip('/')}", timeout=10, **kwargs)
