@@ -12,22 +12,29 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+from rich.table import Table
 
-from connector.report import summary
+from connector.report import render, summary
 from connector.settings import load_settings
 from connector.sync import SyncOptions, run_sync
 
 ANALYST_QUERY = """
+with items as (
+    select order_id, count(*) as items, sum(quantity) as units
+    from ciklek.order_line_items
+    group by order_id
+)
 select o.currency,
-       count(*)                         as orders,
-       sum(o.total)                     as revenue,
-       count(distinct li.order_id)      as orders_with_items,
-       sum(li.quantity)                 as units
+       count(*)                    as orders,
+       sum(o.total)                as revenue,
+       sum(coalesce(i.items, 0))   as line_items,
+       sum(coalesce(i.units, 0))   as units
 from ciklek.orders o
-left join ciklek.order_line_items li on li.order_id = o.id
+left join items i on i.order_id = o.id
 group by o.currency
 order by revenue desc
 """
@@ -74,7 +81,12 @@ def run_demo(
                 counts[table] = int(row[0]) if row else 0
             printer("row counts: " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
             printer("analyst query (revenue by currency):" + ANALYST_QUERY.rstrip())
-            printer(str(con.query(ANALYST_QUERY)))
+            cursor = con.execute(ANALYST_QUERY)
+            names = [d[0] for d in cursor.description or []]
+            table = Table(*names)
+            for row in cursor.fetchall():
+                table.add_row(*(f"{v:,}" if isinstance(v, int | Decimal) else str(v) for v in row))
+            printer(render(table))
         printer(f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"')
         return result.exit_code
     finally:

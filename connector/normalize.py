@@ -139,6 +139,7 @@ class Batch:
     child: pa.Table | None = None
     rejects: list[dict[str, Any]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    child_items: int = 0
     max_cursor: dt.datetime | None = None
 
 
@@ -262,6 +263,7 @@ def build_batch(
             link = {child_spec.parent_key: str(parent_id), DELETED_COLUMN: False}
             for item_values, item_extras in items:
                 child.append(item_values, item_extras, link)
+            batch.child_items += len(items)
             if not items:
                 # Tombstone: puts the order_id in the delete-insert so its old items go away.
                 tomb = [str(parent_id) if f.name == "id" else None for f in child.fields]

@@ -288,7 +288,7 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
         state["rows_loaded"] = state.get("rows_loaded", 0) + batch.parent.num_rows
         yield batch.parent
     if batch.child is not None:
-        out.child_rows += batch.child.num_rows
+        out.child_rows += batch.child_items  # tombstones are not rows
         yield dlt.mark.with_hints(batch.child, _child_hints(spec), create_table_variant=True)
     if batch.rejects:
         out.rejects += len(batch.rejects)
