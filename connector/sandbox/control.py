@@ -119,13 +119,18 @@ def control_routes(state: SandboxState) -> list[Route]:
         if changes is None:
             return _problem(400, "body must be a JSON object")
         limits = state.limiter.limits
-        for name, value in changes.items():
-            if name == "window_seconds":
-                limits.window_seconds = float(value)
-            elif name in ("window_limit", "daily_quota"):
-                setattr(limits, name, int(value))
-            else:
-                return _problem(400, f"unknown limit setting: {name}")
+        unknown = sorted(set(changes) - {"window_seconds", "window_limit", "daily_quota"})
+        if unknown:
+            return _problem(400, f"unknown limit settings: {', '.join(unknown)}")
+        try:
+            values = {
+                name: float(value) if name == "window_seconds" else int(value)
+                for name, value in changes.items()
+            }
+        except (TypeError, ValueError):
+            return _problem(400, "limit values must be numbers")
+        for name, value in values.items():
+            setattr(limits, name, value)
         return _json(vars(limits))
 
     return [

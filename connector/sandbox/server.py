@@ -8,6 +8,7 @@ line and starts talking, with no polling and no port races.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -131,5 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_graceful_shutdown=2,
         )
     )
-    server.run(sockets=[sock])
+    # uvicorn re-raises a captured SIGINT after its graceful shutdown; that is our exit.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
     return 0

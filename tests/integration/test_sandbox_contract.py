@@ -654,3 +654,13 @@ def test_bad_records_are_listed_and_really_bad(faulty: SandboxProcess) -> None:
         else:
             assert kind == "line_item_price_string"
             assert isinstance(raw["line_items"][0]["unit_price"], str)
+
+
+def test_limits_change_at_runtime() -> None:
+    with SandboxProcess("--orders", "10") as sb, sb.client() as client:
+        assert client.get("/orders").headers["x-ratelimit-limit"] == "120"
+        assert sb.control_post("limits", json={"window_limit": 2})["window_limit"] == 2
+        statuses = [client.get("/orders").status_code for _ in range(2)]
+        assert statuses == [200, 429] or statuses == [200, 200]  # a window may have rolled
+        bad = sb.control_request("POST", "limits", json={"window_limit": "many"})
+        assert bad.status_code == 400
