@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .cursor import CursorCodec
 from .state import RESOURCES, SandboxState
 from .store import dump
 
@@ -60,6 +61,15 @@ def control_routes(state: SandboxState) -> list[Route]:
     async def new_day(request: Request) -> Response:
         state.limiter.new_day()
         return _json({"ok": True})
+
+    rotations = [0]
+
+    async def rotate_cursor_secret(request: Request) -> Response:
+        # A real server may invalidate outstanding cursors (deploy, key rotation): every cursor
+        # issued so far is answered 400 from now on.
+        rotations[0] += 1
+        state.codec = CursorCodec(state.config.seed * 1_000_003 + rotations[0])
+        return _json({"ok": True, "rotations": rotations[0]})
 
     async def clock(request: Request) -> Response:
         advance = _float_param(request, "advance", 0.0)
@@ -138,6 +148,7 @@ def control_routes(state: SandboxState) -> list[Route]:
         Route("/reset_stats", reset_stats, methods=["POST"]),
         Route("/new_day", new_day, methods=["POST"]),
         Route("/clock", clock, methods=["POST"]),
+        Route("/rotate_cursor_secret", rotate_cursor_secret, methods=["POST"]),
         Route("/mutate", mutate, methods=["POST"]),
         Route("/records/{resource}/{rid}", record, methods=["GET", "PATCH", "DELETE"]),
         Route("/faults", set_faults, methods=["POST"]),
