@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
+import pendulum
+import pendulum.parsing.exceptions
 
 from connector.catalogue import RUNS_TABLE
 from connector.client import CiklekClient
@@ -30,7 +32,6 @@ from connector.errors import (
     Unauthorized,
 )
 from connector.ledger import QuotaLedger, RequestLog
-from connector.normalize import parse_instant
 from connector.progress import ProgressReporter
 from connector.runstate import pipeline_dir, run_lock, write_status
 from connector.settings import Settings, load_settings
@@ -74,23 +75,23 @@ class SyncResult:
 
 
 def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
-    """`--since` / `--until`: ISO 8601; a bare date means 00:00 UTC; naive means UTC."""
+    """`--since` / `--until`: any ISO 8601 form pendulum parses; a bare date is 00:00 UTC.
+
+    pendulum rather than `fromisoformat` because users type week dates and basic formats too,
+    and its default zone for offset-less input is UTC, which is the contract's meaning.
+    """
     if value is None:
         return None
-    text = value.strip()
     try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        parsed = parse_instant(text)
-    except ValueError:
+        parsed = pendulum.parse(value.strip())
+    except (ValueError, pendulum.parsing.exceptions.ParserError):
         parsed = None
-    if parsed is None:
+    if not isinstance(parsed, dt.datetime):
         raise ConfigError(
             f"{flag} {value!r} is not a date or ISO 8601 timestamp "
             "(e.g. 2026-01-01 or 2026-01-01T09:00:00Z)"
         )
-    return parsed
+    return parsed.astimezone(dt.UTC)
 
 
 @contextlib.contextmanager
