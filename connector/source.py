@@ -48,7 +48,10 @@ from connector.reconcile import IdTracker, Reconciliation
 
 def iso(instant: dt.datetime) -> str:
     """The one way instants are written to state and to the API: UTC, microseconds, `Z`."""
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = instant.astimezone(dt.UTC)
+    if utc.microsecond:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")  # the reference's own form, for strict servers
 
 
 def instant(value: str | None) -> dt.datetime | None:
