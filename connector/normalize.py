@@ -20,7 +20,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,7 @@ MONEY_TYPE = pa.decimal128(38, 2)
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 MAX_CENTS = 10**38  # DECIMAL(38,2) holds 36 integer digits
 INT64_MAX = 2**63 - 1
+_EXACT = Context(prec=40)  # the default 28 digits would round 29..38-digit amounts
 DELETED_COLUMN = "_ciklek_deleted"
 
 ARROW_TYPES: dict[FieldKind, pa.DataType] = {
@@ -68,11 +69,13 @@ def cents_to_decimal(value: Any) -> Decimal | None:
     """Integer cents → exact currency units. Floats, strings and bools are refused."""
     if value is None:
         return None
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        raise Invalid(f"money {value!s:.40}... does not fit DECIMAL(38,2)")  # a huge JSON integer
     if type(value) is not int:  # bool is an int subclass: refused too
         raise Invalid(f"money must be integer cents, got {type(value).__name__} {value!r:.40}")
     if not -MAX_CENTS < value < MAX_CENTS:
         raise Invalid(f"money {value} does not fit DECIMAL(38,2)")
-    return Decimal(value).scaleb(-2)
+    return Decimal(value).scaleb(-2, _EXACT)
 
 
 def parse_instant(value: Any) -> dt.datetime | None:
@@ -87,7 +90,10 @@ def parse_instant(value: Any) -> dt.datetime | None:
         raise Invalid(f"timestamp {value!r:.60} is not ISO 8601") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise Invalid(f"timestamp {value!r:.60} is out of range in UTC") from None
 
 
 def parse_date(value: Any) -> dt.date | None:
