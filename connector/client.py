@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -75,12 +76,19 @@ class Page:
     nbytes: int
 
 
+def _exact_int(text: str) -> int | Decimal:
+    try:
+        return int(text)
+    except ValueError:  # beyond int()'s digit limit: kept exact, so only its record is rejected
+        return Decimal(text)
+
+
 def parse_json(content: bytes) -> Any:
     """orjson for speed; stdlib json when orjson refuses (integers beyond 64 bits stay exact)."""
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
-        return json.loads(content)
+        return json.loads(content, parse_int=_exact_int)
 
 
 def _error_fields(body: Any) -> tuple[str | None, str, Any]:
