@@ -18,15 +18,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sandbox_proc import SandboxProcess  # noqa: E402
+from sandbox_proc import SandboxProcess
 
 CIKLEK_BIN = str(Path(sys.executable).parent / "ciklek")
 
 
 @pytest.fixture(autouse=True)
-def clean_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in list(os.environ):
         if name.startswith(("SOURCES__", "DESTINATION__", "CIKLEK_HOME", "PIPELINES__")):
             monkeypatch.delenv(name, raising=False)

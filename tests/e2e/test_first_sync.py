@@ -57,7 +57,11 @@ def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
     assert row[5] == Decimal(raw["tax"]).scaleb(-2)
     assert row[6] == Decimal(raw["total"]).scaleb(-2)
     assert row[7] == (dt.date.fromisoformat(raw["delivery_date"]) if raw["delivery_date"] else None)
-    for value, text in ((row[8], raw["shipped_at"]), (row[9], raw["created_at"]), (row[10], raw["updated_at"])):
+    for value, text in (
+        (row[8], raw["shipped_at"]),
+        (row[9], raw["created_at"]),
+        (row[10], raw["updated_at"]),
+    ):
         expected = dt.datetime.fromisoformat(text) if text else None
         assert value == expected
 
@@ -70,7 +74,9 @@ def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
     assert query(db, "select count(*) from ciklek.order_line_items where not _ciklek_deleted") == [
         (expected_items,)
     ]
-    runs = query(db, "select outcome, exit_code, requests from ciklek._ciklek_sync_runs order by started_at")
+    runs = query(
+        db, "select outcome, exit_code, requests from ciklek._ciklek_sync_runs order by started_at"
+    )
     assert [r[0] for r in runs] == ["completed", "completed"]
     assert runs[1][2] == 3
 
