@@ -46,11 +46,16 @@ class RateLimiter:
                 # The server's window rolled over: a fresh allowance until the next response.
                 self._remaining = self._limit
                 self._reset_at = None
-            if self._remaining is not None and self._remaining <= 0 and self._reset_at is not None:
-                return self._reset_at - now + self._jitter()
+            if self._remaining is not None and self._remaining <= 0:
+                # No reset known (window just rolled over, allowance reserved by other threads):
+                # wait briefly for a response to re-synchronise rather than overrun the window.
+                until_reset = self._reset_at - now if self._reset_at is not None else 0.0
+                return until_reset + self._jitter()
             while self._sent and now - self._sent[0] >= 60.0:
                 self._sent.popleft()
-            if len(self._sent) >= self._per_minute:
+            # The documented rate only until the server's headers say otherwise: once they
+            # are known they are the truth (a plan may allow more than the documented 120/min).
+            if self._remaining is None and len(self._sent) >= self._per_minute:
                 return self._sent[0] + 60.0 - now
             self._sent.append(now)
             if self._remaining is not None:
@@ -91,6 +96,13 @@ class RateLimiter:
         with self._lock:
             self._remaining = 0
             self._reset_at = reset_at
+
+    def blocked_until(self) -> float | None:
+        """The Reset to wait for while the server says the allowance is spent, else None."""
+        with self._lock:
+            if self._remaining is not None and self._remaining <= 0:
+                return self._reset_at
+            return None
 
     @property
     def remaining(self) -> int | None:
