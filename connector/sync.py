@@ -20,6 +20,7 @@ from typing import Any
 import dlt
 import pendulum
 import pendulum.parsing.exceptions
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
 from connector.catalogue import RUNS_TABLE
 from connector.client import CiklekClient
@@ -112,6 +113,20 @@ def stop_on_signals(event: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def check_destination_config(pipeline: Any) -> None:
+    """Resolve the destination's credentials now: dlt would only notice them missing after the
+    first chunk was fetched, and report it as a crash rather than a configuration problem."""
+    try:
+        pipeline.destination_client()
+    except ConfigFieldMissingException as exc:
+        name = pipeline.destination.destination_name
+        raise ConfigError(
+            f"destination {name!r} is not configured ({', '.join(exc.fields)} missing): set "
+            f"DESTINATION__{name.upper()}__{exc.fields[0].upper()} or "
+            f"[destination.{name}] {exc.fields[0]} in .dlt/secrets.toml"
+        ) from None
 
 
 def check_column_types(pipeline: Any, settings: Settings, refreshing: set[str]) -> None:
@@ -210,6 +225,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             dataset_name=options.dataset,
             pipelines_dir=str(settings.state_dir / "pipelines"),
         )
+        check_destination_config(pipeline)
         refreshing = set(settings.resources) if options.full_refresh else set()
         check_column_types(pipeline, settings, refreshing)
         log = RequestLog()
