@@ -33,7 +33,7 @@ _SECRETS: list[str] = []
 def scrub(text: str) -> str:
     """Remove every known secret from a line before it is printed."""
     for secret in _SECRETS:
-        if secret:
+        if secret.strip():  # a blank "key" is no secret; replacing it would mangle every line
             text = text.replace(secret, "***")
     return text
 
