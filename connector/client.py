@@ -35,7 +35,7 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.ledger import QuotaLedger, RequestLog
-from connector.settings import ApiKey
+from connector.settings import ApiKey, normalize_base_url
 from connector.throttle import RateLimiter, Sleep
 
 USER_AGENT = "ciklek-connector/0.1 (+dlt)"
@@ -175,7 +175,7 @@ class CiklekClient:
         clock: Callable[[], float] = time.time,
         stop_event: threading.Event | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = normalize_base_url(base_url)  # refuses plain HTTP off loopback
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.quota = quota
         self.log = log if log is not None else RequestLog()
@@ -240,30 +240,40 @@ class CiklekClient:
         counts = {"transient": 0, "rate_limited": 0}
         last: dict[str, Any] = {"status": None, "reason": ""}
 
+        # Failures are counted where they happen (in `attempt`), not in `wait`/`stop`: tenacity
+        # does not promise which of the two runs first, and the schedule must not depend on it.
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _RateLimited):
                 if exc.reset_at is not None:
-                    delay = max(0.0, exc.reset_at - self._clock()) + self._jitter()
                     self.limiter.block_until(exc.reset_at)
-                else:  # Reset missing or already past: short exponential, never a hot loop.
-                    delay = self._backoff(counts["rate_limited"])
-            else:
-                delay = self._backoff(counts["transient"])
-            self.log.add_wait(endpoint, delay)
-            return delay
+                    return max(0.0, exc.reset_at - self._clock()) + self._jitter()
+                # Reset missing or already past: short exponential, never a hot loop.
+                return self._backoff(counts["rate_limited"])
+            return self._backoff(counts["transient"])
 
         def stop(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _RateLimited):
-                counts["rate_limited"] += 1
                 return counts["rate_limited"] > self.max_rate_limit_waits
-            counts["transient"] += 1
             return counts["transient"] >= self.max_attempts
+
+        def sleep(seconds: float) -> None:
+            self.sleep(seconds)
+            self.log.add_wait(endpoint, seconds)  # only waits that really happened
 
         def attempt() -> Any:
             if self.stop_event.is_set():
                 raise StopRequested("stop requested")
+            blocked = self.limiter.blocked_until()
+            if blocked is not None and blocked - self._clock() > self.max_wait_seconds:
+                # The key's allowance is spent until a Reset hours away (daily quota): stop now
+                # rather than let the limiter sleep until then.
+                resume = dt.datetime.fromtimestamp(blocked, dt.UTC)
+                raise QuotaExhausted(
+                    f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
+                    resume_at=resume,
+                )
             waited = self.limiter.acquire(self.sleep)
             if waited:
                 self.log.add_wait(endpoint, waited)
@@ -276,6 +286,7 @@ class CiklekClient:
             except httpx.TransportError as exc:
                 self.log.record(endpoint, type(exc).__name__)
                 last.update(status=None, reason=type(exc).__name__)
+                counts["transient"] += 1
                 raise _Transient(f"{type(exc).__name__} (connection problem)", None) from None
             self.log.record(endpoint, response.status_code)
             self.limiter.observe(response.headers)
@@ -286,13 +297,17 @@ class CiklekClient:
                 )
             except _Transient as exc:
                 last["reason"] = str(exc)
+                counts["transient"] += 1
+                raise
+            except _RateLimited:
+                counts["rate_limited"] += 1
                 raise
 
         retrying = Retrying(
             retry=retry_if_exception_type((_Transient, _RateLimited)),
             wait=wait,
             stop=stop,
-            sleep=self.sleep,
+            sleep=sleep,
             reraise=True,
         )
         try:
