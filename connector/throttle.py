@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 
 Sleep = Callable[[float], None]
+_RESYNC_PAUSE = 0.05  # seconds to wait for a response's headers when the allowance is reserved
 
 
 class RateLimiter:
@@ -37,6 +38,7 @@ class RateLimiter:
         self._limit: int | None = None
         self._remaining: int | None = None
         self._reset_at: float | None = None
+        self._passed: float | None = None  # the last Reset we rolled past
 
     def delay(self) -> float:
         """Seconds to wait before the next request may go; reserves a slot when it returns 0."""
@@ -45,12 +47,14 @@ class RateLimiter:
             if self._reset_at is not None and now >= self._reset_at:
                 # The server's window rolled over: a fresh allowance until the next response.
                 self._remaining = self._limit
-                self._reset_at = None
+                self._passed, self._reset_at = self._reset_at, None
             if self._remaining is not None and self._remaining <= 0:
                 # No reset known (window just rolled over, allowance reserved by other threads):
                 # wait briefly for a response to re-synchronise rather than overrun the window.
-                until_reset = self._reset_at - now if self._reset_at is not None else 0.0
-                return until_reset + self._jitter()
+                # (Never 0 here: 0 means "go, a slot is reserved".)
+                if self._reset_at is None:
+                    return max(_RESYNC_PAUSE, self._jitter())
+                return self._reset_at - now + self._jitter()
             while self._sent and now - self._sent[0] >= 60.0:
                 self._sent.popleft()
             # The documented rate only until the server's headers say otherwise: once they
@@ -83,13 +87,16 @@ class RateLimiter:
             if limit is not None:
                 self._limit = limit
             reset_at = float(reset)
+            if self._passed is not None and reset_at <= self._passed:
+                return  # a late response from a window that already ended: it says nothing now
             if self._reset_at is None or reset_at > self._reset_at:
                 self._reset_at, self._remaining = reset_at, remaining
             elif reset_at == self._reset_at and self._remaining is not None:
                 # Same window: in-flight reservations may already be lower than the header.
                 self._remaining = min(self._remaining, remaining)
-            else:
+            elif reset_at == self._reset_at:
                 self._remaining = remaining
+            # else: an older window than the one we know; ignore it.
 
     def block_until(self, reset_at: float) -> None:
         """After a 429: no request goes before `reset_at`."""
