@@ -1,0 +1,236 @@
+"""The shared RateLimiter: throttle before the server says no, in fake time.
+
+The thread test runs a small discrete-event clock: virtual time advances only when every worker
+is asleep, so a request never "arrives" in a later window than the one it was admitted in
+(which a real clock could only promise statistically).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.client import CiklekClient
+from connector.ledger import RequestLog
+from connector.settings import ApiKey
+from connector.throttle import RateLimiter, limiter_for
+
+T0 = 1_800_000_000.0
+
+
+class FakeTime:
+    def __init__(self, start: float = T0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+
+def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(int(reset)),
+    }
+
+
+def admitted_without_wait(limiter: RateLimiter, most: int = 1000) -> int:
+    """How many requests the limiter lets through before it asks for a wait."""
+    count = 0
+    while count < most and limiter.delay() == 0:
+        count += 1
+    return count
+
+
+def test_waits_until_reset_when_remaining_reaches_zero_and_never_before() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(120, 3, T0 + 42))
+    for _ in range(3):
+        assert limiter.acquire(ft.sleep) == 0.0
+    assert ft.sleeps == []
+    assert limiter.acquire(ft.sleep) == pytest.approx(42.0)
+    assert ft.sleeps == [42.0]
+
+
+def test_server_saying_remaining_zero_blocks_until_reset_plus_jitter() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.25)
+    limiter.observe(headers(120, 0, T0 + 7))
+    assert limiter.acquire(ft.sleep) == pytest.approx(7.25)
+    assert ft.sleeps == [7.25]
+
+
+def test_after_reset_the_full_limit_is_available_again() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(8, 0, T0 + 10))
+    ft.now = T0 + 10
+    assert admitted_without_wait(limiter) == 8
+    assert limiter.remaining == 0
+
+
+def test_headers_resynchronise_the_allowance_downwards() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(120, 50, T0 + 30))
+    # Another user of the key spent most of the window: the next response says so.
+    limiter.observe(headers(120, 2, T0 + 30))
+    assert admitted_without_wait(limiter) == 2
+
+
+def test_later_window_replaces_the_old_allowance() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(120, 0, T0 + 5))
+    limiter.observe(headers(120, 4, T0 + 65))  # a response from the next window
+    assert admitted_without_wait(limiter) == 4
+
+
+def test_a_late_response_from_an_ended_window_grants_no_extra_requests() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(8, 0, T0 + 10))
+    ft.now = T0 + 10  # the window rolled over: 8 fresh requests
+    assert admitted_without_wait(limiter, most=3) == 3
+    # A response to a request sent in the old window arrives only now.
+    limiter.observe(headers(8, 0, T0 + 10))
+    assert admitted_without_wait(limiter) == 5
+
+
+def test_documented_rate_holds_before_any_header_is_seen() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(3, clock=ft.clock, jitter=lambda: 0.0)
+    for _ in range(3):
+        assert limiter.acquire(ft.sleep) == 0.0
+    ft.now += 20
+    assert limiter.acquire(ft.sleep) == pytest.approx(40.0)  # the first slot frees at +60 s
+
+
+def test_limiter_for_gives_one_limiter_per_key() -> None:
+    first = limiter_for("key-fp-test-a")
+    assert limiter_for("key-fp-test-a") is first
+    assert limiter_for("key-fp-test-b") is not first
+
+
+# ---- many threads, one limiter, a fake server with a fixed window --------------------------
+
+
+class VirtualTime:
+    """Discrete-event time: `sleep` blocks until every worker sleeps, then jumps to the earliest
+    wake-up. `clock` never moves while any worker is running."""
+
+    def __init__(self, workers: int, start: float = T0) -> None:
+        self.now = start
+        self._cond = threading.Condition()
+        self._running = workers
+        self._wakeups: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._cond:
+            wake = self.now + max(0.0, seconds)
+            heapq.heappush(self._wakeups, wake)
+            self._running -= 1
+            self._advance()
+            while self.now < wake:
+                self._cond.wait()
+
+    def done(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._advance()
+
+    def _advance(self) -> None:
+        if self._running > 0 or not self._wakeups:
+            return
+        self.now = max(self.now, self._wakeups[0])
+        while self._wakeups and self._wakeups[0] <= self.now:
+            heapq.heappop(self._wakeups)
+            self._running += 1  # counted as running before it even wakes
+        self._cond.notify_all()
+
+
+class WindowServer:
+    """A fixed-window rate limit like Ciklek's: `limit` per `length` s, windows on the epoch."""
+
+    def __init__(self, vt: VirtualTime, limit: int, length: float) -> None:
+        self.vt, self.limit, self.length = vt, limit, length
+        self.lock = threading.Lock()
+        self.per_window: Counter[int] = Counter()
+        self.statuses: Counter[int] = Counter()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/orders"
+        with self.lock:
+            index = int(self.vt.now // self.length)
+            reset = (index + 1) * self.length
+            used = self.per_window[index]
+            if used >= self.limit:
+                self.statuses[429] += 1
+                body: dict[str, Any] = {"error": {"code": "rate_limited", "message": "slow"}}
+                return httpx.Response(429, json=body, headers=headers(self.limit, 0, reset))
+            self.per_window[index] = used + 1
+            self.statuses[200] += 1
+            return httpx.Response(
+                200,
+                json={"data": [], "meta": {}},
+                headers=headers(self.limit, self.limit - used - 1, reset),
+            )
+
+
+def test_threads_sharing_one_limiter_never_exceed_the_server_window() -> None:
+    threads, per_thread, limit, length = 4, 15, 8, 10.0
+    vt = VirtualTime(threads)
+    server = WindowServer(vt, limit, length)
+    limiter = RateLimiter(clock=vt.clock, jitter=lambda: 0.0)
+    log = RequestLog()
+    client = CiklekClient(
+        "https://api.ciklek.test/v1",
+        ApiKey("bsk_test_threads"),
+        limiter=limiter,
+        log=log,
+        transport=httpx.MockTransport(server),
+        sleep=vt.sleep,
+        jitter=lambda: 0.0,
+        clock=vt.clock,
+    )
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(per_thread):
+                client.get("orders")
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            vt.done()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    client.close()
+    assert not any(w.is_alive() for w in workers)
+    assert failures == []
+    total = threads * per_thread
+    assert server.statuses == Counter({200: total})
+    assert log.rate_limited == 0
+    assert max(server.per_window.values()) <= limit
+    # Full use of the allowance: 60 requests at 8 per window need exactly 8 windows.
+    assert len(server.per_window) == -(-total // limit)
+    first = int(T0 // length)
+    assert sorted(server.per_window) == list(range(first, first + len(server.per_window)))
