@@ -403,7 +403,9 @@ def _runs(control: RunControl) -> Iterator[list[dict[str, Any]]]:
 
 @dlt.source(name="ciklek", max_table_nesting=0)
 def ciklek_source(
-    resources: list[str] | None = None,
+    # Any, not list[str]: dlt injects `sources.ciklek.resources` here, and the documented
+    # comma-separated string ("orders,customers") cannot be coerced to a list.
+    resources: Any = None,
     control: Any = None,
     catalogue: Any = None,
 ) -> list[DltResource]:
