@@ -21,9 +21,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connector.catalogue import FieldKind, FieldSpec, ResourceSpec
 
@@ -149,59 +151,108 @@ class Batch:
     max_cursor: dt.datetime | None = None
 
 
-class _Columns:
-    """Column-wise accumulator: documented fields typed, undocumented fields as text."""
+_NONE = type(None)
+_INT_OR_NONE = frozenset({int, _NONE})
+_STR_OR_NONE = frozenset({str, _NONE})
+_BOOL_OR_NONE = frozenset({bool, _NONE})
+_UNSCALED = pa.decimal128(38, 0)
 
-    def __init__(self, fields: Sequence[FieldSpec], excluded: frozenset[str]) -> None:
+
+def _money_array(raw: list[Any]) -> pa.Array:
+    """Integer cents → decimal128(38,2) without a Decimal per value when they fit 64 bits.
+
+    A decimal128 stores its unscaled integer, which for scale 2 *is* the cents: int64 → decimal
+    (scale 0) → the same 16 bytes viewed as scale 2. Exact by construction, no float anywhere.
+    """
+    try:
+        return pa.array(raw, pa.int64()).cast(_UNSCALED).view(MONEY_TYPE)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):  # beyond int64: the slow path
+        return pa.array([cents_to_decimal(v) for v in raw], MONEY_TYPE)
+
+
+def _instants(raw: list[Any]) -> list[dt.datetime | None]:
+    """parse_instant over a column, inlined for speed; any surprise → the checked path."""
+    fromiso, utc = dt.datetime.fromisoformat, dt.UTC
+    try:
+        parsed = [None if v is None else fromiso(v) for v in raw]
+        return [
+            None if p is None else p.replace(tzinfo=utc) if p.tzinfo is None else p.astimezone(utc)
+            for p in parsed
+        ]
+    except (TypeError, ValueError, OverflowError):
+        return [parse_instant(v) for v in raw]  # raises Invalid for the first bad value
+
+
+def _convert(kind: FieldKind, raw: list[Any]) -> tuple[pa.Array, dict[int, str]]:
+    """One column of raw JSON values → a typed Arrow array plus {row: why it is invalid}.
+
+    Fast paths check the column's Python types once, then let Arrow convert; anything unusual
+    falls back to the per-value converter, which names the bad rows (left null here; their
+    records are dropped by the caller).
+    """
+    types = set(map(type, raw))
+    try:
+        if kind == "string":
+            if types <= _STR_OR_NONE:
+                return pa.array(raw, pa.string()), {}
+            return pa.array([_as_text(v) for v in raw], pa.string()), {}
+        if kind == "money" and types <= _INT_OR_NONE:
+            return _money_array(raw), {}
+        if kind == "int" and types <= _INT_OR_NONE:
+            return pa.array(raw, pa.int64()), {}
+        if kind == "bool" and types <= _BOOL_OR_NONE:
+            return pa.array(raw, pa.bool_()), {}
+        if kind == "timestamp":
+            return pa.array(_instants(raw), TIMESTAMP_TYPE), {}
+        if kind == "date":
+            return pa.array([parse_date(v) for v in raw], pa.date32()), {}
+    except (Invalid, OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    convert = CONVERTERS[kind]
+    values: list[Any] = []
+    bad: dict[int, str] = {}
+    for row, value in enumerate(raw):
+        try:
+            values.append(convert(value))
+        except Invalid as exc:
+            bad[row] = str(exc)
+            values.append(None)
+    return pa.array(values, ARROW_TYPES[kind]), bad
+
+
+class _Plan:
+    """One output table: documented fields (typed), then fixed columns, then extras as text."""
+
+    def __init__(
+        self, fields: Sequence[FieldSpec], excluded: frozenset[str], skip: Iterable[str] = ()
+    ) -> None:
         self.fields = [f for f in fields if f.name not in excluded]
-        self.excluded = excluded
-        self.known = {f.name for f in fields}
-        self.data: dict[str, list[Any]] = {f.name: [] for f in self.fields}
-        self.extra: dict[str, list[Any]] = {}
-        self.rows = 0
+        self.ignored = frozenset(f.name for f in fields) | excluded | frozenset(skip)
 
-    def convert(self, record: dict[str, Any], prefix: str = "") -> tuple[list[Any], dict[str, Any]]:
-        values = []
-        for spec in self.fields:
-            raw = record.get(spec.name)
-            if raw is None and spec.required:
-                raise Invalid(f"{prefix}{spec.name} is missing")
-            try:
-                values.append(CONVERTERS[spec.kind](raw))
-            except Invalid as exc:
-                raise Invalid(f"{prefix}{spec.name}: {exc}") from None
-        return values, {
-            k: _as_text(v)
-            for k, v in record.items()
-            if k not in self.known and k not in self.excluded
-        }
+    def columns(self, rows: list[dict[str, Any]], fail: Any) -> list[pa.Array]:
+        """Typed arrays for all rows; `fail(row, field_position, message)` for each bad value."""
+        arrays = []
+        for pos, spec in enumerate(self.fields):
+            name = spec.name
+            raw = list(map(dict.get, rows, repeat(name)))
+            if spec.required:
+                for row, value in enumerate(raw):
+                    if value is None:
+                        fail(row, pos, f"{name} is missing")
+            array, bad = _convert(spec.kind, raw)
+            for row, message in bad.items():
+                fail(row, pos, f"{name}: {message}")
+            arrays.append(array)
+        return arrays
 
-    def append(self, values: list[Any], extras: dict[str, Any], more: dict[str, Any]) -> None:
-        for spec, value in zip(self.fields, values, strict=True):
-            self.data[spec.name].append(value)
-        for name, value in {**extras, **more}.items():
-            column = self.extra.get(name)
-            if column is None:
-                column = self.extra[name] = [None] * self.rows
-            column.append(value)
-        self.rows += 1
-        for column in self.extra.values():
-            if len(column) < self.rows:
-                column.append(None)
-
-    def table(self, fixed: Iterable[tuple[str, pa.DataType]] = ()) -> pa.Table:
-        fixed = list(fixed)
-        fixed_names = {name for name, _ in fixed}
-        arrays = [pa.array(self.data[f.name], ARROW_TYPES[f.kind]) for f in self.fields]
-        names = [f.name for f in self.fields]
-        for name, typ in fixed:
-            arrays.append(pa.array(self.extra.get(name, [None] * self.rows), typ))
-            names.append(name)
-        for name, column in self.extra.items():
-            if name not in fixed_names:
-                arrays.append(pa.array(column, pa.string()))
-                names.append(name)
-        return pa.Table.from_arrays(arrays, names=names)
+    def extras(self, rows: list[dict[str, Any]]) -> dict[str, pa.Array]:
+        """Undocumented fields of the kept rows, in first-seen order, as text (JSON if needed)."""
+        ignored = self.ignored
+        names: dict[str, None] = {}
+        for r in rows:
+            if not ignored.issuperset(r):
+                names.update((k, None) for k in r if k not in ignored)
+        return {k: pa.array([_as_text(r.get(k)) for r in rows], pa.string()) for k in names}
 
 
 def _excluded_for(spec: ResourceSpec, table: str) -> frozenset[str]:
@@ -220,66 +271,144 @@ def reject_row(resource: str, record: Any, reason: str, seen_at: dt.datetime) ->
     }
 
 
+def _keep(array: pa.Array, mask: pa.Array | None) -> pa.Array:
+    return array if mask is None else array.filter(mask)
+
+
 def build_batch(
     spec: ResourceSpec, records: Iterable[Any], seen_at: dt.datetime | None = None
 ) -> Batch:
-    """Convert records (already de-duplicated by id) to Arrow tables plus reject rows."""
+    """Convert records (already de-duplicated by id) to Arrow tables plus reject rows.
+
+    Column-wise: each field of all records is converted at once (Arrow does the typing), and a
+    record with any bad value, or with any bad line item, is dropped whole and quarantined with
+    the first reason in field order.
+    """
     seen_at = seen_at or dt.datetime.now(dt.UTC)
     batch = Batch()
-    parent = _Columns(spec.fields, _excluded_for(spec, spec.name))
-    child_spec = spec.child
-    child = (
-        _Columns(child_spec.fields, _excluded_for(spec, child_spec.table)) if child_spec else None
-    )
-    cursor_pos = next((i for i, f in enumerate(parent.fields) if f.name == spec.cursor_field), None)
-    for record in records:
+    pk = spec.primary_key
+    early: list[tuple[int, dict[str, Any]]] = []
+    rows: list[dict[str, Any]] = []
+    order: list[int] = []
+    for position, record in enumerate(records):
         if not isinstance(record, dict):
-            batch.rejects.append(reject_row(spec.name, record, "record is not an object", seen_at))
+            reason = "record is not an object"
+        elif record.get(pk) is None or record.get(pk) == "":
+            reason = f"{pk} is missing"
+        else:
+            rows.append(record)
+            order.append(position)
             continue
-        record_id = record.get(spec.primary_key)
-        if record_id is None or record_id == "":
-            batch.rejects.append(
-                reject_row(spec.name, record, f"{spec.primary_key} is missing", seen_at)
-            )
-            continue
-        try:
-            values, extras = parent.convert(record)
-            items: list[tuple[list[Any], dict[str, Any]]] = []
-            if child_spec is not None and child is not None:
-                extras.pop(child_spec.source_field, None)
-                raw_items = record.get(child_spec.source_field) or []
-                if not isinstance(raw_items, list):
-                    raise Invalid(f"{child_spec.source_field} is not a list")
-                for n, item in enumerate(raw_items):
-                    where = f"{child_spec.source_field}[{n}]."
-                    if not isinstance(item, dict):
-                        raise Invalid(f"{where[:-1]} is not an object")
-                    items.append(child.convert(item, where))
-        except Invalid as exc:
-            batch.rejects.append(reject_row(spec.name, record, str(exc), seen_at))
-            continue
-        parent_id = values[0] if parent.fields[0].name == spec.primary_key else str(record_id)
-        parent.append(values, extras, {})
-        batch.ids.append(str(parent_id))
-        if cursor_pos is not None:
-            cursor = values[cursor_pos]
-            if cursor is not None and (batch.max_cursor is None or cursor > batch.max_cursor):
-                batch.max_cursor = cursor
-        if child is not None and child_spec is not None:
-            link = {child_spec.parent_key: str(parent_id), DELETED_COLUMN: False}
-            for item_values, item_extras in items:
-                child.append(item_values, item_extras, link)
-            batch.child_items += len(items)
-            if not items:
-                # Tombstone: puts the order_id in the delete-insert so its old items go away.
-                tomb = [str(parent_id) if f.name == "id" else None for f in child.fields]
-                child.append(tomb, {}, {**link, DELETED_COLUMN: True})
-    if parent.rows:
-        batch.parent = parent.table()
-    if child is not None and child.rows and child_spec is not None:
-        batch.child = child.table(
-            [(child_spec.parent_key, pa.string()), (DELETED_COLUMN, pa.bool_())]
+        early.append((position, reject_row(spec.name, record, reason, seen_at)))
+
+    # row → (where the first problem is, why); the smallest key wins, as a row-by-row check
+    # stopping at the first problem would report.
+    errors: dict[int, tuple[tuple[int, int, int], str]] = {}
+
+    def fail_at(row: int, key: tuple[int, int, int], message: str) -> None:
+        current = errors.get(row)
+        if current is None or key < current[0]:
+            errors[row] = (key, message)
+
+    child_spec = spec.child
+    skip = (child_spec.source_field,) if child_spec else ()
+    parent = _Plan(spec.fields, _excluded_for(spec, spec.name), skip)
+    arrays = parent.columns(rows, lambda row, pos, msg: fail_at(row, (0, pos, 0), msg))
+
+    items: list[dict[str, Any]] = []
+    owners: list[int] = []
+    item_pos: list[int] = []
+    child = None
+    child_arrays: list[pa.Array] = []
+    if child_spec is not None:
+        source = child_spec.source_field
+        for row, record in enumerate(rows):
+            raw_items = record.get(source) or []
+            if not isinstance(raw_items, list):
+                fail_at(row, (1, -1, -1), f"{source} is not a list")
+                continue
+            for n, item in enumerate(raw_items):
+                if isinstance(item, dict):
+                    items.append(item)
+                    owners.append(row)
+                    item_pos.append(n)
+                else:
+                    fail_at(row, (1, n, -1), f"{source}[{n}] is not an object")
+        child = _Plan(
+            child_spec.fields,
+            _excluded_for(spec, child_spec.table),
+            (child_spec.parent_key, DELETED_COLUMN),
         )
+        child_arrays = child.columns(
+            items,
+            lambda k, pos, msg: fail_at(
+                owners[k], (1, item_pos[k], pos), f"{source}[{item_pos[k]}].{msg}"
+            ),
+        )
+
+    rejected = sorted(errors)
+    for row in rejected:
+        early.append((order[row], reject_row(spec.name, rows[row], errors[row][1], seen_at)))
+    early.sort(key=lambda pair: pair[0])
+    batch.rejects = [reject for _, reject in early]
+
+    bad_rows = set(rejected)
+    kept_rows = [row for row in range(len(rows)) if row not in bad_rows]
+    if not kept_rows:
+        return batch
+    mask = None
+    if bad_rows:
+        mask = pa.array([row not in bad_rows for row in range(len(rows))], pa.bool_())
+    kept = [rows[row] for row in kept_rows] if bad_rows else rows
+    pk_kind = next((f.kind for f in parent.fields if f.name == pk), "string")
+    parent_ids = [
+        r[pk] if type(r[pk]) is str else str(_as_text(r[pk]) if pk_kind == "string" else r[pk])
+        for r in kept
+    ]
+    batch.ids = parent_ids
+    names = [f.name for f in parent.fields]
+    columns = [_keep(a, mask) for a in arrays]
+    if spec.cursor_field in names:
+        batch.max_cursor = pc.max(columns[names.index(spec.cursor_field)]).as_py()
+    extras = parent.extras(kept)
+    batch.parent = pa.Table.from_arrays(
+        [*columns, *extras.values()], names=[*names, *extras.keys()]
+    )
+    if child_spec is None or child is None:
+        return batch
+
+    pid_of = dict(zip(kept_rows, parent_ids, strict=True))
+    item_mask = None
+    kept_items, kept_owners = items, owners
+    if bad_rows:
+        flags = [owner not in bad_rows for owner in owners]
+        item_mask = pa.array(flags, pa.bool_())
+        kept_items = [item for item, ok in zip(items, flags, strict=True) if ok]
+        kept_owners = [owner for owner, ok in zip(owners, flags, strict=True) if ok]
+    batch.child_items = len(kept_items)
+    links = [pid_of[owner] for owner in kept_owners]
+    # Tombstones: an order with no items still enters the delete-insert, so old items go away.
+    with_items = set(kept_owners)
+    tombs = [pid_of[row] for row in kept_rows if row not in with_items]
+    n_tombs = len(tombs)
+    child_names = [f.name for f in child.fields]
+    child_columns = []
+    for f, array in zip(child.fields, child_arrays, strict=True):
+        array = _keep(array, item_mask)
+        if n_tombs:
+            tomb_ids = f.name == "id" and f.kind == "string"
+            filler = pa.array(tombs, pa.string()) if tomb_ids else pa.nulls(n_tombs, array.type)
+            array = pa.concat_arrays([array, filler])
+        child_columns.append(array)
+    child_columns.append(pa.array(links + tombs, pa.string()))
+    child_columns.append(pa.array([False] * len(links) + [True] * n_tombs, pa.bool_()))
+    child_names += [child_spec.parent_key, DELETED_COLUMN]
+    for name, array in child.extras(kept_items).items():
+        if n_tombs:
+            array = pa.concat_arrays([array, pa.nulls(n_tombs, pa.string())])
+        child_columns.append(array)
+        child_names.append(name)
+    batch.child = pa.Table.from_arrays(child_columns, names=child_names)
     return batch
 
 
