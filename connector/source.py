@@ -98,6 +98,7 @@ class RunControl:
     chunk_seconds: float | None = None
     lookback_seconds: float = 0.0
     window: tuple[dt.datetime | None, dt.datetime | None] | None = None
+    full_refresh: bool = False  # a traversal started now is a reload (kind "refresh")
     tracker_dir: Path | None = None
     on_page: Callable[[str, ResourceOutcome], None] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -155,6 +156,8 @@ def _start_incremental(state: dict[str, Any], control: RunControl) -> dict[str, 
     watermark = instant(state.get("watermark"))
     resume = state.get("resume")
     if watermark is None:
+        if control.full_refresh:
+            return _new_traversal("refresh", None)  # a later --full-refresh continues it
         return _new_traversal("full" if not state.get("rows_loaded") else "incremental", None)
     if control.lookback_seconds > 0 or not resume:
         since = watermark - dt.timedelta(seconds=control.lookback_seconds)
