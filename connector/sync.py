@@ -265,6 +265,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             chunk_seconds=settings.checkpoint_seconds,
             lookback_seconds=settings.lookback_seconds,
             window=(since, until) if since or until else None,
+            full_refresh=options.full_refresh,
             tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
             on_page=reporter.on_page,
             stop_event=stop_event,
@@ -326,12 +327,18 @@ def _chunks(
     status: Any,
 ) -> None:
     pending = list(settings.resources)
-    first = True
+    if pipeline.has_pending_data:
+        pipeline.run()  # a killed run's extracted chunk: load it, else run() would skip ours
+    # --full-refresh empties a resource once; a reload that stopped early is continued instead.
+    states = _watermarks(pipeline, pending) if options.full_refresh else {}
+    reload = [n for n in states if (states[n].get("traversal") or {}).get("kind") != "refresh"]
     while pending:
-        source = ciklek_source(resources=pending, control=control, catalogue=settings.catalogue)
-        refresh = "drop_resources" if (options.full_refresh and first) else None
+        names, refresh = pending, None
+        if reload:
+            names, refresh, reload = reload, "drop_resources", []
+        source = ciklek_source(resources=names, control=control, catalogue=settings.catalogue)
         pipeline.run(source, refresh=refresh)
-        first = False
+        result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status(True)
         for name in list(pending):
             if control.outcome(name).finished:
