@@ -225,6 +225,9 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             dataset_name=options.dataset,
             pipelines_dir=str(settings.state_dir / "pipelines"),
         )
+        # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
+        # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
+        pipeline.config.runtime.intercept_signals = False
         check_destination_config(pipeline)
         refreshing = set(settings.resources) if options.full_refresh else set()
         check_column_types(pipeline, settings, refreshing)
@@ -305,11 +308,12 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         run_row = _run_row(result, options, started_at)
         control.run_rows = [run_row]
         try:
-            pipeline.run(
-                ciklek_source(
-                    resources=[], control=control, catalogue=settings.catalogue
-                ).with_resources(RUNS_TABLE)
-            )
+            with stop_on_signals(stop_event):  # the outcome is decided: a signal changes nothing
+                pipeline.run(
+                    ciklek_source(
+                        resources=[], control=control, catalogue=settings.catalogue
+                    ).with_resources(RUNS_TABLE)
+                )
         except Exception as exc:  # the data is in; failing to write the run row is secondary
             result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
         states = _watermarks(pipeline, list(settings.resources))
