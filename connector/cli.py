@@ -56,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (its default also prints usage)."""
 
     def error(self, message: str) -> Any:
-        err(f"ciklek: error: {message} (see `ciklek {self.prog.split()[-1]} --help`)")
+        err(f"ciklek: error: {message} (see `{self.prog} --help`)")
         raise SystemExit(EXIT_CONFIG)
 
 
@@ -214,6 +214,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         progress={"auto": None, "bar": True, "lines": False}[args.progress],
     )
     result = run_sync(options, settings=settings)
+    if any(isinstance(o.error, Unauthorized) for o in result.control.outcomes.values()):
+        # A refused key is one problem, not a table of them: run_guarded prints one line.
+        raise Unauthorized("API key refused", status=401)
     out(summary(result))
     return result.exit_code
 
