@@ -34,7 +34,16 @@ from dlt.extract.resource import DltResource
 
 from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, ResourceSpec
 from connector.client import CiklekClient
-from connector.errors import ApiError, BadRequest, MissingScope, StopRequested, TryLater
+from connector.errors import (
+    ApiError,
+    BadRequest,
+    CiklekError,
+    CiklekUnavailable,
+    MissingScope,
+    StopRequested,
+    TryLater,
+    Unauthorized,
+)
 from connector.normalize import (
     DELETED_COLUMN,
     Invalid,
@@ -103,6 +112,7 @@ class RunControl:
     on_page: Callable[[str, ResourceOutcome], None] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     outcomes: dict[str, ResourceOutcome] = field(default_factory=dict)
+    halt: CiklekError | None = None  # a key refused or quota spent: every resource stops
     run_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def outcome(self, resource: str) -> ResourceOutcome:
@@ -204,6 +214,12 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
         if control.stop_event.is_set():
             out.stop = StopRequested("stopped by signal")
             break
+        if control.halt is not None:  # another resource hit a 401 or the quota: don't spend more
+            if isinstance(control.halt, TryLater):
+                out.stop = control.halt
+            elif isinstance(control.halt, ApiError):
+                out.error = control.halt
+            break
         if control.chunk_pages and chunk_pages >= control.chunk_pages:
             break
         if (
@@ -245,9 +261,13 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
             break
         except ApiError as exc:
             out.error = exc
+            if isinstance(exc, Unauthorized):
+                control.halt = exc
             break
         except TryLater as exc:
             out.stop = exc
+            if not isinstance(exc, CiklekUnavailable):  # one endpoint down is not all of them
+                control.halt = exc
             break
         chunk_pages += 1
         out.pages += 1

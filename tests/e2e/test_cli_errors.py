@@ -49,6 +49,8 @@ def test_refused_key_exits_3_with_one_line_naming_401_and_the_setting(
     assert len(lines) == 1, run.stderr
     assert "401" in lines[0] and KEY_SETTING in lines[0]
     assert "Traceback" not in run.stdout + run.stderr
+    # The first 401 stops every resource: one request, not one per resource.
+    assert sb.stats()["by_status"] == {"401": 1}
     assert_no_secret(run, home(), clean_env)
 
     debug = cli(sb, "sync", "--debug")
