@@ -83,10 +83,12 @@ def run_demo(
             printer("analyst query (revenue by currency):" + ANALYST_QUERY.rstrip())
             cursor = con.execute(ANALYST_QUERY)
             names = [d[0] for d in cursor.description or []]
-            table = Table(*names)
-            for row in cursor.fetchall():
-                table.add_row(*(f"{v:,}" if isinstance(v, int | Decimal) else str(v) for v in row))
-            printer(render(table))
+            result_table = Table(*names)
+            for values in cursor.fetchall():
+                result_table.add_row(
+                    *(f"{v:,}" if isinstance(v, int | Decimal) else str(v) for v in values)
+                )
+            printer(render(result_table))
         printer(f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"')
         return result.exit_code
     finally:
