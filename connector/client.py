@@ -83,12 +83,22 @@ def _exact_int(text: str) -> int | Decimal:
         return Decimal(text)
 
 
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19  # 19+ digits in a row may be an integer beyond 64 bits
+
+
 def parse_json(content: bytes) -> Any:
-    """orjson for speed; stdlib json when orjson refuses (integers beyond 64 bits stay exact)."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content, parse_int=_exact_int)
+    """orjson for speed; stdlib json where integers could exceed 64 bits (they stay exact).
+
+    orjson turns integers beyond 64 bits into floats *silently* (1e+38, not 10**38), so a body
+    with any run of 19+ digits goes to the stdlib parser (a byte translate: ~1 µs per record).
+    """
+    if _LONG_NUMBER not in content.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content, parse_int=_exact_int)
 
 
 def _error_fields(body: Any) -> tuple[str | None, str, Any]:
