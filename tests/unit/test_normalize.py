@@ -107,6 +107,18 @@ def test_json_integers_beyond_the_parsers_limits_stay_exact_and_reject_only_thei
         cents_to_decimal(parsed["d"])
 
 
+@pytest.mark.parametrize(
+    "value",
+    [2**64 + 1, 10**38, -(2**63) - 1, -(10**38) + 1, 10**19, 12345678901234567890123],
+)
+def test_json_integers_beyond_64_bits_are_never_turned_into_floats(value: int) -> None:
+    # orjson would silently give 1e+38 for 10**38; the parser must keep every digit.
+    parsed = parse_json(f'{{"data": [{{"total": {value}, "ok": 1, "f": 2.5}}]}}'.encode())
+    record = parsed["data"][0]
+    assert type(record["total"]) is int and record["total"] == value
+    assert record["ok"] == 1 and record["f"] == 2.5
+
+
 # --- timestamps and dates ---------------------------------------------------------------------
 
 INSTANTS = st.datetimes(min_value=dt.datetime(1900, 1, 2), max_value=dt.datetime(9998, 12, 30)).map(
