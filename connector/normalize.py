@@ -271,6 +271,24 @@ def reject_row(resource: str, record: Any, reason: str, seen_at: dt.datetime) ->
     }
 
 
+def _without_excluded(spec: ResourceSpec, record: Any) -> Any:
+    """The record as quarantined: exclude_fields stay out of _ciklek_rejects.raw_json too."""
+    if not spec.excluded or not isinstance(record, dict):
+        return record
+    dropped = _excluded_for(spec, spec.name)
+    scrubbed = {k: v for k, v in record.items() if k not in dropped}
+    child = spec.child
+    if child is not None and isinstance(scrubbed.get(child.source_field), list):
+        item_dropped = _excluded_for(spec, child.table)
+        scrubbed[child.source_field] = [
+            {k: v for k, v in item.items() if k not in item_dropped}
+            if isinstance(item, dict)
+            else item
+            for item in scrubbed[child.source_field]
+        ]
+    return scrubbed
+
+
 def _keep(array: pa.Array, mask: pa.Array | None) -> pa.Array:
     return array if mask is None else array.filter(mask)
 
@@ -299,7 +317,9 @@ def build_batch(
             rows.append(record)
             order.append(position)
             continue
-        early.append((position, reject_row(spec.name, record, reason, seen_at)))
+        early.append(
+            (position, reject_row(spec.name, _without_excluded(spec, record), reason, seen_at))
+        )
 
     # row → (where the first problem is, why); the smallest key wins, as a row-by-row check
     # stopping at the first problem would report.
@@ -348,7 +368,8 @@ def build_batch(
 
     rejected = sorted(errors)
     for row in rejected:
-        early.append((order[row], reject_row(spec.name, rows[row], errors[row][1], seen_at)))
+        record = _without_excluded(spec, rows[row])
+        early.append((order[row], reject_row(spec.name, record, errors[row][1], seen_at)))
     early.sort(key=lambda pair: pair[0])
     batch.rejects = [reject for _, reject in early]
 
