@@ -344,6 +344,34 @@ def test_excluded_fields_never_reach_a_table() -> None:
     assert orders.parent is not None and "number" in orders.parent.schema.names
 
 
+def test_excluded_fields_stay_out_of_quarantined_raw_json() -> None:
+    cat = build_catalogue(exclude_fields=["customers.email", "order_line_items.sku"])
+    bad_customer = {
+        "id": "c1",
+        "email": "ada@example.com",
+        "credit_limit": "1.00",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    customers = build_batch(cat["customers"], [bad_customer], SEEN)
+    assert customers.parent is None
+    [reject] = customers.rejects
+    assert "ada@example.com" not in reject["raw_json"]
+    assert json.loads(reject["raw_json"]) == {
+        "id": "c1",
+        "credit_limit": "1.00",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    bad_order = order("o1", total="10.80")
+    orders = build_batch(cat["orders"], [bad_order], SEEN)
+    [reject] = orders.rejects
+    raw = json.loads(reject["raw_json"])
+    assert [sorted(item) for item in raw["line_items"]] == [
+        ["amount", "id", "product_id", "quantity", "unit_price"]
+    ] * 2
+    assert raw["number"] == "ORD-o1"
+    assert bad_order["line_items"][0]["sku"] == "S1"  # the caller's record is not modified
+
+
 def test_an_all_null_batch_still_has_the_declared_types() -> None:
     record = {"id": "o1", "updated_at": "2026-01-01T00:00:00Z", "line_items": [{"id": "i1"}]}
     batch = build_batch(ORDERS, [record], SEEN)
