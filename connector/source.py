@@ -21,6 +21,8 @@ Resource state (`dlt.current.resource_state()`), per resource:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import threading
 import time
 import uuid
@@ -281,7 +283,12 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             if record_id is None:
-                loose.append(record)
+                # No id: rejected by build_batch. Remember it like any other version on the last
+                # page, so a resume that re-reads that page does not quarantine it again.
+                version = (_fingerprint(record), _cursor_of(record, spec))
+                last_page.append(version)
+                if version not in skip:
+                    loose.append(record)
                 continue
             cursor_value = record.get(spec.cursor_field)
             if until_at is not None and _at_or_after(cursor_value, until_at):
@@ -326,6 +333,17 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
         tracker.add(seen_ids)
     if complete:
         _finish(state, trav, spec, out, tracker, last_page, control)
+
+
+def _fingerprint(record: Any) -> str:
+    """A stable stand-in id for a record without one, for the last-page versions."""
+    text = json.dumps(record, sort_keys=True, default=str)
+    return "~" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _cursor_of(record: Any, spec: ResourceSpec) -> Any:
+    value = record.get(spec.cursor_field) if isinstance(record, dict) else None
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def _at_or_after(value: Any, bound: dt.datetime) -> bool:
