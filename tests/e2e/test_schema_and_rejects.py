@@ -144,6 +144,12 @@ def test_bad_records_are_quarantined_and_the_rest_loads(sandbox_factory, clean_e
     runs = query(db, "select outcome, exit_code, rejects from ciklek._ciklek_sync_runs")
     assert runs == [("completed", 0, len(bad))]
 
+    # Nothing changed: the next run re-reads only the last page and quarantines nothing again
+    # (records without an id included), so even --strict passes.
+    again = run_cli("sync", "--strict", env=fast(sb))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert query(db, "select count(*) from ciklek._ciklek_rejects") == [(len(bad),)]
+
     # --strict: the same data is loaded, but the run exits 4.
     other = clean_env / "strict"
     other.mkdir()
