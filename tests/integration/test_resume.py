@@ -1,0 +1,215 @@
+"""Incremental, resumable traversals against the real sandbox, run in-process (fast).
+
+Each test drives `run_sync` the way `ciklek sync` does, with 20-record pages and 3-page chunks,
+and compares the warehouse with what the API serves at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+from conftest import DEFAULT_DB, query
+from sandbox_proc import SandboxProcess
+from syncutil import (
+    ORDER_PAGES,
+    PAGE,
+    SANDBOX_FLAGS,
+    api_records,
+    assert_orders_match_api,
+    fast_env,
+    instant,
+    set_env,
+)
+
+from connector.report import summary
+from connector.sync import SyncOptions, SyncResult, run_sync
+
+
+@pytest.fixture
+def sb(sandbox_factory, monkeypatch: pytest.MonkeyPatch) -> SandboxProcess:
+    sandbox: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
+    set_env(monkeypatch, fast_env(sandbox))
+    return sandbox
+
+
+def sync(**options: object) -> SyncResult:
+    opts = {"resources": ["orders"], "progress": False, **options}
+    return run_sync(SyncOptions(**opts))  # type: ignore[arg-type]
+
+
+W = instant("2026-12-01T07:00:00Z")
+
+
+def test_block_larger_than_a_page_and_non_utc_watermark(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    blocks = collections.Counter(instant(r["updated_at"]) for r in api_records(sb).values())
+    assert max(blocks.values()) > PAGE  # the generated data holds a block bigger than a page
+
+    first = sync()
+    assert first.exit_code == 0
+    assert first.log.requests == ORDER_PAGES
+    assert first.control.outcome("orders").chunks >= ORDER_PAGES // 3
+    assert_orders_match_api(db, sb)
+
+    # The newest block: 30 records (1.5 pages) at one instant written with a -08:00 offset,
+    # and one earlier instant whose text sorts *after* it ("2026-12-01T10" > "2026-11-30T23").
+    ids = sorted(api_records(sb))
+    block = ids[:30]
+    for rid in block:
+        sb.control_request(
+            "PATCH",
+            f"records/orders/{rid}",
+            json={"updated_at": "2026-11-30T23:00:00-08:00", "status": "shipped"},
+        )
+    sb.control_request(
+        "PATCH",
+        f"records/orders/{ids[-1]}",
+        json={"updated_at": "2026-12-01T10:00:00+05:30", "status": "cancelled"},
+    )
+
+    second = sync()
+    assert second.exit_code == 0
+    assert_orders_match_api(db, sb)
+    # Compared as instants: 23:00-08:00 is 07:00Z, later than 10:00+05:30 = 04:30Z.
+    assert instant(second.watermarks["orders"]) == W
+    assert query(
+        db,
+        "select count(*) from ciklek.orders "
+        "where status = 'shipped' and updated_at = '2026-12-01 07:00:00+00'",
+    ) == [(30,)]
+
+    # Nothing new: one request, although the newest block (30) is larger than a page (20).
+    third = sync()
+    assert third.exit_code == 0
+    assert third.log.requests == 1
+    assert third.control.outcome("orders").rows == 0
+    assert instant(third.watermarks["orders"]) == W
+
+    # One record of that block changes: it is picked up, nothing is duplicated.
+    sb.control_request("PATCH", f"records/orders/{block[0]}", json={"status": "delivered"})
+    fourth = sync()
+    assert fourth.control.outcome("orders").rows == 1
+    assert_orders_match_api(db, sb)
+    assert instant(fourth.watermarks["orders"]) > W
+
+
+def test_record_updated_mid_traversal_is_loaded_once_and_reported(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    stopped = sync(max_requests=7)  # 7 of 20 pages, then a clean stop
+    assert stopped.exit_code == 75
+    loaded = [r[0] for r in query(db, "select id from ciklek.orders")]
+    assert len(loaded) == 7 * PAGE
+    everything = set(api_records(sb))
+    not_yet = sorted(everything - set(loaded))
+    # One record already loaded and one not yet reached change while the traversal is paused.
+    sb.control_request("PATCH", f"records/orders/{loaded[0]}", json={"status": "cancelled"})
+    sb.control_request("PATCH", f"records/orders/{not_yet[0]}", json={"status": "cancelled"})
+
+    resumed = sync()
+    assert resumed.exit_code == 0
+    assert resumed.log.requests < ORDER_PAGES  # resumed at page 8, not page 1
+    assert_orders_match_api(db, sb)
+    rec = resumed.control.outcome("orders").reconciliation
+    assert rec is not None
+    assert (rec.expected, rec.distinct, rec.reappeared) == (400, 400, 1)
+    text = summary(resumed)
+    assert "reconciliation orders: 400 distinct of 400 expected, 1 reappeared" in text
+
+
+def test_since_until_window_leaves_the_watermark_untouched(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    since, until = instant("2025-06-01T00:00:00Z"), instant("2025-09-01T00:00:00Z")
+    records = api_records(sb)
+    inside = {rid for rid, r in records.items() if since <= instant(r["updated_at"]) < until}
+    from_since = sum(1 for r in records.values() if instant(r["updated_at"]) >= since)
+    assert PAGE < len(inside) < from_since - PAGE
+
+    window = sync(since="2025-06-01", until="2025-09-01")  # bare dates: 00:00 UTC
+    assert window.exit_code == 0
+    assert {r[0] for r in query(db, "select id from ciklek.orders")} == inside
+    assert window.watermarks["orders"] is None
+    # The traversal stopped itself at --until: the page holding the first record past it.
+    assert window.log.requests == len(inside) // PAGE + 1
+
+    regular = sync()
+    assert regular.exit_code == 0
+    watermark = regular.watermarks["orders"]
+    assert watermark is not None
+    assert_orders_match_api(db, sb)
+
+    # A window over data already loaded: same rows, watermark and resume cursor untouched.
+    again = sync(since="2025-06-01T02:00:00+02:00", until="2025-09-01")
+    assert again.exit_code == 0
+    assert again.watermarks["orders"] == watermark
+    assert_orders_match_api(db, sb)
+    after = sync()
+    assert after.log.requests == 1
+    assert after.watermarks["orders"] == watermark
+
+
+def test_rejected_stored_cursor_restarts_from_updated_since(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    assert sync().exit_code == 0
+    watermark = sync().watermarks["orders"]
+    sb.control_post("rotate_cursor_secret")  # every cursor issued so far now answers 400
+
+    rejected = sync()
+    assert rejected.exit_code == 0
+    assert rejected.log.for_endpoint("/orders").by_status["400"] == 1
+    assert any("stored cursor rejected" in n for n in rejected.control.outcome("orders").notes)
+    assert rejected.log.requests == 2  # the 400, then one page from updated_since=watermark
+    assert rejected.watermarks["orders"] == watermark
+    assert_orders_match_api(db, sb)
+    assert sync().log.requests == 1  # the fresh cursor was stored: cheap again
+
+
+def test_rejected_cursor_of_a_traversal_in_progress_restarts_it(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    assert sync(max_requests=5).exit_code == 75
+    sb.control_post("rotate_cursor_secret")
+    resumed = sync()
+    assert resumed.exit_code == 0
+    assert resumed.log.requests == 1 + ORDER_PAGES  # the 400, then the whole traversal again
+    assert_orders_match_api(db, sb)
+    assert sync().log.requests == 1
+
+
+def test_lookback_picks_up_a_late_update_without_duplicates(
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = clean_env / DEFAULT_DB
+    watermark = instant(sync().watermarks["orders"])
+    assert watermark is not None
+    # A change that reaches the API with an updated_at already behind our watermark, earlier
+    # than the last two pages (the stored resume cursor would otherwise see it anyway).
+    ordered = sorted(api_records(sb).values(), key=lambda r: (instant(r["updated_at"]), r["id"]))
+    late_at = instant(ordered[-3 * PAGE]["updated_at"])
+    late = ordered[0]["id"]
+    sb.control_request(
+        "PATCH",
+        f"records/orders/{late}",
+        json={"status": "cancelled", "updated_at": late_at.isoformat()},
+    )
+
+    missed = sync()  # lookback 0 (the default): behind the watermark, so not seen
+    assert missed.control.outcome("orders").rows == 0
+    assert query(db, f"select status from ciklek.orders where id = '{late}'") != [("cancelled",)]
+
+    lookback = (watermark - late_at).total_seconds() + 60
+    monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", str(lookback))
+    caught = sync()
+    assert caught.exit_code == 0
+    assert_orders_match_api(db, sb)
+    assert instant(caught.watermarks["orders"]) == watermark

@@ -1,0 +1,138 @@
+"""The quota ledger (requests per UTC day per key, across runs) and `--since`/`--until` bounds.
+
+Time is injected: "now" is whatever the test says, so the UTC day boundary is exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from connector.errors import BudgetSpent, ConfigError, TryLater
+from connector.ledger import QuotaLedger, read_ledger, used_on
+from connector.sync import parse_bound
+
+DAY1 = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def ledger(
+    path: Path, clock: Clock, *, key: str = "k1", pipeline: str = "p", **kw: int
+) -> QuotaLedger:
+    budget = kw.pop("daily_budget", 100)
+    return QuotaLedger(path, key, pipeline, daily_budget=budget, now=clock, **kw)  # type: ignore[arg-type]
+
+
+def charge(led: QuotaLedger, n: int) -> None:
+    for _ in range(n):
+        led.charge()
+
+
+def test_counts_persist_per_utc_day_per_key_across_runs(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    first = ledger(path, clock)
+    charge(first, 3)
+    first.flush()
+    second = ledger(path, clock)  # the next run, same UTC day
+    assert second.used_today == 3
+    assert second.left_today == 97
+    charge(second, 2)
+    second.flush()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 5}
+    assert ledger(path, clock, key="k2").used_today == 0  # another key has its own quota
+    assert "k2" not in read_ledger(path)  # nothing written for a key that sent nothing
+
+
+def test_pipelines_on_one_key_share_the_daily_budget(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    a = ledger(path, clock, pipeline="a", daily_budget=5)
+    charge(a, 3)
+    a.flush()
+    b = ledger(path, clock, pipeline="b", daily_budget=5)
+    charge(b, 2)
+    with pytest.raises(BudgetSpent, match="daily request budget 5 reached"):
+        b.charge()
+    b.flush()
+    assert used_on(path, "k1", "2026-11-27") == {"a": 3, "b": 2}
+
+
+def test_max_requests_stops_before_the_next_request(tmp_path: Path) -> None:
+    led = ledger(tmp_path / "ledger.json", Clock(DAY1), max_requests=4)
+    charge(led, 4)
+    with pytest.raises(BudgetSpent, match="--max-requests 4 reached") as caught:
+        led.charge()
+    assert isinstance(caught.value, TryLater)  # exit 75, progress kept
+    assert led.run_requests == 4
+
+
+def test_a_new_utc_day_starts_from_zero_and_keeps_yesterday(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    led = ledger(path, clock, daily_budget=3)
+    charge(led, 3)
+    with pytest.raises(BudgetSpent):
+        led.charge()
+    clock.now = DAY1 + dt.timedelta(minutes=2)  # 00:01 UTC the next day
+    charge(led, 2)
+    led.flush()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 3}
+    assert used_on(path, "k1", "2026-11-28") == {"p": 2}
+
+
+def test_the_day_is_the_utc_day_whatever_the_local_offset(tmp_path: Path) -> None:
+    # 03:00 on the 28th at +05:30 is 21:30 UTC on the 27th.
+    local = dt.datetime(2026, 11, 28, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
+    path = tmp_path / "ledger.json"
+    led = ledger(path, Clock(local))
+    led.charge()
+    led.flush()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 1}
+
+
+def test_counts_reach_disk_every_flush_every_requests(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    led = ledger(path, Clock(DAY1), flush_every=5)
+    charge(led, 4)
+    assert used_on(path, "k1", "2026-11-27") == {}  # a kill now would lose at most 4
+    led.charge()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 5}
+
+
+def test_only_the_last_seven_days_are_kept(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    for day in range(9):
+        clock.now = DAY1 + dt.timedelta(days=day)
+        led = ledger(path, clock)
+        led.charge()
+        led.flush()
+    days = sorted(json.loads(path.read_text())["k1"])
+    assert days == [(DAY1 + dt.timedelta(days=d)).date().isoformat() for d in range(2, 9)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-01", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+        ("2026-01-01T09:00:00Z", dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)),
+        ("2026-01-01T09:00:00+05:30", dt.datetime(2026, 1, 1, 3, 30, tzinfo=dt.UTC)),
+        ("2025-12-31T20:00:00-08:00", dt.datetime(2026, 1, 1, 4, tzinfo=dt.UTC)),
+    ],
+)
+def test_since_until_bounds_are_utc_instants(text: str, expected: dt.datetime) -> None:
+    bound = parse_bound(text, "--since")
+    assert bound == expected
+    assert bound is not None and bound.utcoffset() == dt.timedelta(0)
+
+
+def test_a_bound_that_is_not_a_time_is_bad_input() -> None:
+    with pytest.raises(ConfigError, match="--until 'yesterday'"):
+        parse_bound("yesterday", "--until")
