@@ -111,6 +111,10 @@ class QuotaExhausted(TryLater):
 class BudgetSpent(TryLater):
     """Our own limit (daily request budget or --max-requests) would be exceeded by one more."""
 
+    def __init__(self, message: str, *, resume_at: dt.datetime | None = None) -> None:
+        self.resume_at = resume_at  # the next 00:00 UTC for the daily budget; None: run again
+        super().__init__(message)
+
 
 class CiklekUnavailable(TryLater):
     """Transient failures (5xx, timeouts, drops, garbled bodies) outlived the retry budget."""
