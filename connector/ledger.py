@@ -141,10 +141,12 @@ class QuotaLedger:
                     "run again to continue"
                 )
             if self._others_today + self._mine_today >= self.daily_budget:
+                midnight = dt.datetime.fromisoformat(today).replace(tzinfo=dt.UTC)
                 raise BudgetSpent(
                     f"daily request budget {self.daily_budget} reached "
                     f"({self._others_today + self._mine_today} used today, UTC); progress is "
-                    "kept, the next run after 00:00 UTC continues"
+                    "kept, the next run after 00:00 UTC continues",
+                    resume_at=midnight + dt.timedelta(days=1),
                 )
             self.run_requests += 1
             self._mine_today += 1
