@@ -27,6 +27,7 @@ from connector.client import CiklekClient
 from connector.destinations import resolve_destination
 from connector.errors import (
     ApiError,
+    BudgetSpent,
     ConfigError,
     MissingScope,
     QuotaExhausted,
@@ -382,7 +383,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
             result.messages.append(f"{name}: unexpected API error: {error}")
         if outcome.stop is not None:
             codes.append(EXIT_TEMPFAIL)
-            if isinstance(outcome.stop, QuotaExhausted) and outcome.stop.resume_at:
+            if isinstance(outcome.stop, QuotaExhausted | BudgetSpent) and outcome.stop.resume_at:
                 result.resume_at = outcome.stop.resume_at
         if outcome.rejects and options.strict:
             codes.append(EXIT_STRICT)
