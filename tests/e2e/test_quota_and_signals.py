@@ -6,6 +6,7 @@ after every committed chunk) tells the test how far the committed work reached.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import signal
@@ -200,6 +201,7 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     capped = run_sync_cli(env, *ORDERS, "--max-requests", "4", cwd=clean_env)
     assert capped.returncode == 75
     assert "--max-requests 4 reached" in capped.stdout
+    assert "resume after" not in capped.stdout  # a per-run cap: the next run may go at once
     assert requests_sent(sb) == 4
     assert count_orders(db) == 4 * PAGE
 
@@ -208,6 +210,8 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     spent = run_sync_cli(budget, *ORDERS, cwd=clean_env)
     assert spent.returncode == 75
     assert "daily request budget 7 reached" in spent.stdout
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    assert f"resume after {tomorrow.isoformat()}T00:00Z" in spent.stdout
     assert requests_sent(sb) == 7
     assert count_orders(db) == 7 * PAGE
     nothing = run_sync_cli(budget, *ORDERS, cwd=clean_env)

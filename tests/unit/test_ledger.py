@@ -60,8 +60,9 @@ def test_pipelines_on_one_key_share_the_daily_budget(tmp_path: Path) -> None:
     a.flush()
     b = ledger(path, clock, pipeline="b", daily_budget=5)
     charge(b, 2)
-    with pytest.raises(BudgetSpent, match="daily request budget 5 reached"):
+    with pytest.raises(BudgetSpent, match="daily request budget 5 reached") as caught:
         b.charge()
+    assert caught.value.resume_at == dt.datetime(2026, 11, 28, tzinfo=dt.UTC)  # next 00:00 UTC
     b.flush()
     assert used_on(path, "k1", "2026-11-27") == {"a": 3, "b": 2}
 
@@ -72,6 +73,7 @@ def test_max_requests_stops_before_the_next_request(tmp_path: Path) -> None:
     with pytest.raises(BudgetSpent, match="--max-requests 4 reached") as caught:
         led.charge()
     assert isinstance(caught.value, TryLater)  # exit 75, progress kept
+    assert caught.value.resume_at is None  # nothing to wait for: run again
     assert led.run_requests == 4
 
 
