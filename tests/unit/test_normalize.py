@@ -19,6 +19,8 @@ from connector.normalize import (
     MONEY_TYPE,
     TIMESTAMP_TYPE,
     Invalid,
+    _arrow_instants,
+    _convert,
     build_batch,
     cents_to_decimal,
     parse_date,
@@ -154,6 +156,59 @@ def test_any_offset_and_fraction_parses_to_the_exact_utc_instant(
     assert parsed.microsecond == utc.microsecond
     # Through Arrow: stored as UTC microseconds, read back as the same instant.
     assert pa.array([parsed], TIMESTAMP_TYPE).to_pylist() == [utc]
+
+
+@given(
+    st.lists(
+        st.tuples(INSTANTS, OFFSETS, st.integers(0, 6), st.booleans()), min_size=1, max_size=20
+    )
+)
+def test_timestamp_columns_convert_exactly(
+    values: list[tuple[dt.datetime, int, int, bool]],
+) -> None:
+    # build_batch converts whole columns (Arrow's parser on its fast path): same instants.
+    texts, expected = [], []
+    for utc, offset, digits, zulu in values:
+        utc = utc.replace(microsecond=utc.microsecond - utc.microsecond % 10 ** (6 - digits))
+        texts.append(render(utc, 0 if zulu else offset, digits, zulu))
+        expected.append(utc)
+    assert _arrow_instants([*texts, None]) is not None  # the fast path, not the fallback
+    array, bad = _convert("timestamp", [*texts, None])
+    assert bad == {}
+    assert array.type == TIMESTAMP_TYPE
+    assert array.to_pylist() == [*expected, None]
+
+
+@st.composite
+def near_iso(draw: Any) -> str:
+    """ISO-shaped text with every part at or just past its limits (month 13, 24:00, +24:00)."""
+    i = draw
+    text = (
+        f"{i(st.integers(0, 9999)):04d}-{i(st.integers(0, 13)):02d}-{i(st.integers(0, 32)):02d}"
+        f"T{i(st.integers(0, 24)):02d}:{i(st.integers(0, 60)):02d}:{i(st.integers(0, 60)):02d}"
+    )
+    digits = i(st.integers(0, 7))
+    if digits:
+        text += "." + "".join(str(i(st.integers(0, 9))) for _ in range(digits))
+    zone = i(st.sampled_from(["", "Z", "+", "-"]))
+    if zone in "+-" and zone:
+        zone += f"{i(st.integers(0, 24)):02d}:{i(st.integers(0, 60)):02d}"
+    return text + zone
+
+
+@settings(max_examples=300)
+@given(near_iso())
+def test_column_parser_agrees_with_parse_instant_on_any_digits(text: str) -> None:
+    # Random digits: mostly impossible months, days, hours and offsets. Whatever the column path
+    # accepts must be exactly what parse_instant returns, and what it refuses, parse_instant too.
+    array, bad = _convert("timestamp", [text])
+    try:
+        expected = parse_instant(text)
+    except Invalid:
+        assert bad.keys() == {0}
+        return
+    assert bad == {}
+    assert array.to_pylist() == [expected]
 
 
 @given(st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)))
