@@ -333,7 +333,10 @@ def _chunks(
 ) -> None:
     pending = list(settings.resources)
     if pipeline.has_pending_data:
-        pipeline.run()  # a killed run's extracted chunk: load it, else run() would skip ours
+        # A killed run's last chunk. Loading it again could stage rows twice (dlt jobs are
+        # at-least-once, and order_line_items has no primary key to deduplicate them): abort
+        # it instead, which rewinds the state to before that chunk, so it is fetched again.
+        pipeline.abort_packages()
     # --full-refresh empties a resource once; a reload that stopped early is continued instead.
     states = _watermarks(pipeline, pending) if options.full_refresh else {}
     reload = [n for n in states if (states[n].get("traversal") or {}).get("kind") != "refresh"]
