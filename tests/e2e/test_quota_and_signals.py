@@ -49,6 +49,10 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
     proc = start_sync(env, *ORDERS, cwd=clean_env, log=tmp_path / "killed.log")
     wait_for(lambda: committed_pages(home) >= 2 * CHUNK_PAGES, what="two committed chunks")
     seen = committed_pages(home)
+    # The third chunk's pages are fetched: the kill lands while dlt loads it (a job that wrote
+    # to the warehouse but was not yet marked done must not leave duplicate line items).
+    wait_for(lambda: requests_sent(sb) >= 3 * CHUNK_PAGES, what="the third chunk's pages")
+    time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     killed_requests = requests_sent(sb)
