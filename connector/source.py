@@ -107,6 +107,9 @@ class RunControl:
     page_size: int = 100
     chunk_pages: int | None = None
     chunk_seconds: float | None = None
+    # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
+    # each resource in it, so a kill loses at most `chunk_pages` requests (sync resets it).
+    chunk_used: int = 0
     lookback_seconds: float = 0.0
     window: tuple[dt.datetime | None, dt.datetime | None] | None = None
     full_refresh: bool = False  # a traversal started now is a reload (kind "refresh")
@@ -225,7 +228,7 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
             elif isinstance(control.halt, ApiError):
                 out.error = control.halt
             break
-        if control.chunk_pages and chunk_pages >= control.chunk_pages:
+        if control.chunk_pages and control.chunk_used >= control.chunk_pages:
             break
         if (
             control.chunk_seconds
@@ -275,6 +278,7 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
                 control.halt = exc
             break
         chunk_pages += 1
+        control.chunk_used += 1
         out.pages += 1
         trav["pages"] += 1
         if trav["fresh"] and trav["pages"] == 1:

@@ -336,7 +336,12 @@ def _chunks(
         # A killed run's last chunk. Loading it again could stage rows twice (dlt jobs are
         # at-least-once, and order_line_items has no primary key to deduplicate them): abort
         # it instead, which rewinds the state to before that chunk, so it is fetched again.
-        pipeline.abort_packages()
+        # Except the first chunk of a --full-refresh: its tables may be emptied already, and
+        # rewinding would leave them so; finish it and the next run continues the reload.
+        if _refresh_pending(pipeline):
+            pipeline.run()
+        else:
+            pipeline.abort_packages()
     # --full-refresh empties a resource once; a reload that stopped early is continued instead.
     states = _watermarks(pipeline, pending) if options.full_refresh else {}
     reload = [n for n in states if (states[n].get("traversal") or {}).get("kind") != "refresh"]
@@ -345,6 +350,7 @@ def _chunks(
         if reload:
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, control=control, catalogue=settings.catalogue)
+        control.chunk_used = 0
         pipeline.run(source, refresh=refresh)
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status(True)
@@ -355,6 +361,14 @@ def _chunks(
         fatal = [o.error for o in control.outcomes.values() if isinstance(o.error, Unauthorized)]
         if stops or fatal:
             break
+
+
+def _refresh_pending(pipeline: Any) -> bool:
+    """Does a pending package (extracted or normalized) drop tables, i.e. start a refresh?"""
+    states = [pipeline.get_load_package_state(i) for i in pipeline.list_normalized_load_packages()]
+    extracted = pipeline._get_normalize_storage().extracted_packages  # no public accessor
+    states += [extracted.get_load_package_state(i) for i in pipeline.list_extracted_load_packages()]
+    return any(state.get("dropped_tables") for state in states)
 
 
 def _decide(result: SyncResult, options: SyncOptions) -> None:
