@@ -221,3 +221,27 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     nothing = run_sync_cli(budget, *ORDERS, cwd=clean_env)
     assert nothing.returncode == 75
     assert requests_sent(sb) == 7
+
+
+def test_full_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rerun(
+    sandbox_factory, clean_env: Path, tmp_path: Path
+) -> None:
+    sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS, "--latency-ms", 30)
+    env = fast_env(sb)
+    db = clean_env / DEFAULT_DB
+    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    gone = sorted(api_records(sb))[0]
+    sb.control_request("DELETE", f"records/orders/{gone}")
+    before = requests_sent(sb)
+    proc = start_sync(env, *ORDERS, "--full-refresh", cwd=clean_env, log=tmp_path / "r.log")
+    # Kill while dlt loads the first chunk, the one that empties the table (a kill before it
+    # was extracted leaves the warehouse untouched: the refresh simply has not begun).
+    loading = env_home(env) / "pipelines" / "ciklek" / "load" / "normalized"
+    wait_for(lambda: any(loading.glob("*/completed_jobs/*")), 60, "the first chunk loading")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert requests_sent(sb) - before < ORDER_PAGES
+
+    rerun = run_sync_cli(env, *ORDERS, cwd=clean_env)  # no flag: it must not stop half-reloaded
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert_orders_match_api(db, sb)
