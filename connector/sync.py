@@ -333,6 +333,13 @@ def _chunks(
 ) -> None:
     pending = list(settings.resources)
     if pipeline.has_pending_data:
+        # Killed between dlt's "do not kill" rename and its delete: the package is normalized
+        # and still extracted, and normalizing it again fails on every run. Finish the delete.
+        extracted = pipeline._get_normalize_storage().extracted_packages  # no public accessor
+        for load_id in set(pipeline.list_extracted_load_packages()).intersection(
+            pipeline.list_normalized_load_packages()
+        ):
+            extracted.delete_package(load_id)
         # A killed run's last chunk. Loading it again could stage rows twice (dlt jobs are
         # at-least-once, and order_line_items has no primary key to deduplicate them): abort
         # it instead, which rewinds the state to before that chunk, so it is fetched again.
