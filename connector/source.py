@@ -117,6 +117,11 @@ class RunControl:
     on_page: Callable[[str, ResourceOutcome], None] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     outcomes: dict[str, ResourceOutcome] = field(default_factory=dict)
+    # `ciklek sync` loads rejects through their own resource, so the table belongs to no data
+    # resource: dlt's refresh drops the tables a resource owns, and a variant table is owned by
+    # whichever resource happened to create it first. Plain dlt use (Dagster) emits them inline.
+    rejects_inline: bool = True
+    pending_rejects: list[dict[str, Any]] = field(default_factory=list)
     halt: CiklekError | None = None  # a key refused or quota spent: every resource stops
     run_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -332,9 +337,12 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
         yield dlt.mark.with_hints(batch.child, _child_hints(spec), create_table_variant=True)
     if batch.rejects:
         out.rejects += len(batch.rejects)
-        yield dlt.mark.with_hints(
-            rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
-        )
+        if control.rejects_inline:
+            yield dlt.mark.with_hints(
+                rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
+            )
+        else:  # loaded by the `_ciklek_rejects` resource, which runs after this one
+            control.pending_rejects.extend(batch.rejects)
     out.chunks += 1
     if tracker is not None:
         tracker.add(seen_ids)
@@ -444,6 +452,12 @@ RUN_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+def _rejects(control: RunControl) -> Iterator[Any]:
+    if control.pending_rejects:
+        rows, control.pending_rejects = control.pending_rejects, []
+        yield rejects_table(rows)
+
+
 def _runs(control: RunControl) -> Iterator[list[dict[str, Any]]]:
     if control.run_rows:
         yield control.run_rows
@@ -489,4 +503,7 @@ def ciklek_source(
     runs = dlt.resource(  # type: ignore[call-overload]
         _runs, name=RUNS_TABLE, write_disposition="append", selected=False, columns=RUN_COLUMNS
     )(control)
-    return [*selected, runs]
+    rejects = dlt.resource(
+        _rejects, name=REJECTS_TABLE, write_disposition="append", selected=False
+    )(control)
+    return [*selected, rejects, runs]

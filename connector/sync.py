@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ import pendulum
 import pendulum.parsing.exceptions
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
-from connector.catalogue import RUNS_TABLE
+from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
 from connector.client import CiklekClient
 from connector.destinations import resolve_destination
 from connector.errors import (
@@ -273,6 +274,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
             on_page=reporter.on_page,
             stop_event=stop_event,
+            rejects_inline=False,
         )
         result = SyncResult(
             exit_code=EXIT_OK,
@@ -313,7 +315,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
                 pipeline.run(
                     ciklek_source(
                         resources=[], control=control, catalogue=settings.catalogue
-                    ).with_resources(RUNS_TABLE)
+                    ).with_resources(RUNS_TABLE, REJECTS_TABLE)  # rejects a refresh held back
                 )
         except Exception as exc:  # the data is in; failing to write the run row is secondary
             result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
@@ -357,8 +359,11 @@ def _chunks(
         if reload:
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, control=control, catalogue=settings.catalogue)
+        if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
+            source = source.with_resources(*names, REJECTS_TABLE)
         control.chunk_used = 0
-        pipeline.run(source, refresh=refresh)
+        with _fifo_extract():
+            pipeline.run(source, refresh=refresh)
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status(True)
         for name in list(pending):
@@ -368,6 +373,20 @@ def _chunks(
         fatal = [o.error for o in control.outcomes.values() if isinstance(o.error, Unauthorized)]
         if stops or fatal:
             break
+
+
+@contextlib.contextmanager
+def _fifo_extract() -> Iterator[None]:
+    """Extract resources one after the other, so `_ciklek_rejects` runs after the data ones."""
+    previous = os.environ.get("EXTRACT__NEXT_ITEM_MODE")
+    os.environ["EXTRACT__NEXT_ITEM_MODE"] = "fifo"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EXTRACT__NEXT_ITEM_MODE", None)
+        else:
+            os.environ["EXTRACT__NEXT_ITEM_MODE"] = previous
 
 
 def _refresh_pending(pipeline: Any) -> bool:
