@@ -201,7 +201,10 @@ def build_catalogue(
                 spec = replace(spec, fields=fields)
             else:
                 raise ConfigError(f"catalogue.{res_name}: unknown setting {key!r}")
-        cat[res_name] = spec
+        # The incremental cursor must parse as an instant, whatever the overrides say.
+        cat[res_name] = replace(
+            spec, fields=_with_kind(spec.fields, spec.cursor_field, "timestamp")
+        )
 
     by_table = {t: name for name, spec in cat.items() for t in spec.tables}
     for entry in money_fields:

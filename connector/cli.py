@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -19,6 +20,11 @@ from typing import Any
 
 import connector
 from connector.errors import (
+    EXIT_AUTH,
+    EXIT_BUG,
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
     CiklekError,
     ConfigError,
     MissingScope,
@@ -26,16 +32,12 @@ from connector.errors import (
     Unauthorized,
 )
 
-EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
-_SECRETS: list[str] = []
-
 
 def scrub(text: str) -> str:
     """Remove every known secret from a line before it is printed."""
-    for secret in _SECRETS:
-        if secret.strip():  # a blank "key" is no secret; replacing it would mangle every line
-            text = text.replace(secret, "***")
-    return text
+    from connector.settings import scrub as scrub_secrets
+
+    return scrub_secrets(text)
 
 
 def out(text: str) -> None:
@@ -47,9 +49,15 @@ def err(text: str) -> None:
 
 
 def _remember_secret() -> None:
-    value = os.environ.get("SOURCES__CIKLEK__API_KEY")
-    if value:
-        _SECRETS.append(value)
+    from connector.settings import register_secret
+
+    register_secret(os.environ.get("SOURCES__CIKLEK__API_KEY"))
+
+
+_UNAUTHORIZED = (
+    "ciklek: the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY "
+    "or api_key under [sources.ciklek] in .dlt/secrets.toml"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,10 +148,7 @@ def run_guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         err(f"ciklek: error: {exc}")
         return EXIT_CONFIG
     except Unauthorized:
-        err(
-            "ciklek: the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY "
-            "or api_key under [sources.ciklek] in .dlt/secrets.toml"
-        )
+        err(_UNAUTHORIZED)
         return EXIT_AUTH
     except MissingScope as exc:
         err(f"ciklek: the key lacks a scope (403): {exc.server_message}")
@@ -190,8 +195,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
     from connector.settings import load_settings
 
     settings = load_settings(resources=getattr(args, "resources", None), **overrides)
-    if settings.api_key is not None:
-        _SECRETS.append(settings.api_key.reveal())
     return settings
 
 
@@ -214,9 +217,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         progress={"auto": None, "bar": True, "lines": False}[args.progress],
     )
     result = run_sync(options, settings=settings)
-    if any(isinstance(o.error, Unauthorized) for o in result.control.outcomes.values()):
-        # A refused key is one problem, not a table of them: run_guarded prints one line.
-        raise Unauthorized("API key refused", status=401)
+    if result.exit_code == EXIT_AUTH and any(
+        isinstance(o.error, Unauthorized) for o in result.control.outcomes.values()
+    ):
+        # A refused key is one problem, not a table of them: one line, and exit 3.
+        err(_UNAUTHORIZED)
+        return EXIT_AUTH
     out(summary(result))
     return result.exit_code
 
@@ -243,18 +249,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client(settings: Any, **kwargs: Any) -> Any:
-    from connector.client import CiklekClient
+def _client(settings: Any, pipeline: str) -> Any:
+    """plan and check count their requests in the ledger and obey the budget like a sync."""
+    from connector.client import build_client, ledger_for
 
-    return CiklekClient(
-        settings.base_url,
-        settings.require_key(),
-        max_attempts=settings.max_attempts,
-        max_wait_seconds=settings.max_wait_seconds,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        **kwargs,
-    )
+    quota = ledger_for(settings, pipeline)
+    return build_client(settings, quota=quota), quota
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -264,10 +264,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline) or {}
     rows = []
-    with _client(settings) as client:
+    skipped: list[str] = []
+    client, quota = _client(settings, args.pipeline)
+    try:
         for name in settings.resources:
             spec = settings.catalogue[name]
-            total = client.fetch_page(spec.path, limit=1).total or 0
+            try:
+                total = client.fetch_page(spec.path, limit=1).total or 0
+            except MissingScope:
+                if settings.resources_named:
+                    raise
+                skipped.append(f"{name} (key lacks {spec.scope})")
+                continue
             watermark = (doc.get("resources") or {}).get(name, {}).get("watermark")
             if watermark:
                 new = client.fetch_page(spec.path, limit=1, updated_since=watermark).total or 0
@@ -282,18 +290,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "full_requests": max(1, math.ceil(total / settings.page_size)),
                 }
             )
+    finally:
+        client.close()
+        quota.flush()
     out(
         plan_table(
             rows, per_minute=settings.requests_per_minute, budget=settings.daily_request_budget
         )
     )
+    if skipped:
+        out(f"skipped: {', '.join(skipped)}")
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     missing: list[str] = []
-    with _client(settings) as client:
+    client, quota = _client(settings, "check")
+    try:
         for name in settings.resources:
             spec = settings.catalogue[name]
             try:
@@ -302,6 +316,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             except MissingScope:
                 missing.append(name)
                 out(f"{name:<10} missing  scope {spec.scope} (403)")
+    finally:
+        client.close()
+        quota.flush()
     if missing and settings.resources_named:
         err(f"ciklek: the key lacks the scope for {', '.join(missing)}")
         return EXIT_AUTH
@@ -318,11 +335,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(orders=args.orders, duckdb_file=args.file, printer=out)
 
 
+class _ScrubbingFormatter(logging.Formatter):
+    """--debug logs go through the same secret scrubbing as everything else we print."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
 def _debug_logging(debug: bool) -> None:
     if debug:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
         os.environ["RUNTIME__LOG_LEVEL"] = "INFO"
 
 

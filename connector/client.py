@@ -36,8 +36,8 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.ledger import QuotaLedger, RequestLog
-from connector.settings import ApiKey, normalize_base_url
-from connector.throttle import RateLimiter, Sleep
+from connector.settings import ApiKey, Settings, normalize_base_url
+from connector.throttle import RateLimiter, Sleep, limiter_for
 
 USER_AGENT = "ciklek-connector/0.1 (+dlt)"
 _FATAL: dict[int, type[ApiError]] = {
@@ -74,7 +74,6 @@ class Page:
     page: int | None
     next_cursor: str | None
     requested_after: str | None
-    nbytes: int
 
 
 def _exact_int(text: str) -> int | Decimal:
@@ -125,8 +124,9 @@ def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: f
     - 429 `daily_quota_exceeded`, or a Reset further away than `max_wait` → QuotaExhausted:
       sleeping for hours is not a sync strategy.
     - 429 otherwise → wait until X-RateLimit-Reset, then retry.
-    - 5xx, 408, or a non-JSON error page (a proxy's 502) → transient.
-    - 400/401/403/404/422 → the typed fatal error, never retried.
+    - 5xx, 408, or a non-JSON page with another status (a proxy's 502) → transient.
+    - 400/401/403/404/422 → the typed fatal error, never retried, JSON body or not (a
+      gateway's HTML 401 still means the key was refused); other 3xx/4xx → ApiError, fatal.
     """
     status = response.status_code
     try:
@@ -149,7 +149,7 @@ def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: f
                 resume_at=resume,
             )
         raise _RateLimited(reset if reset is not None and reset > now else None)
-    if status >= 500 or status == 408 or body is None:
+    if status >= 500 or status == 408 or (body is None and status < 300):
         raise _Transient(f"HTTP {status}{f' {code}' if code else ''}", status)
     error_type = _FATAL.get(status, ApiError)
     message = message or response.reason_phrase or "error"
@@ -164,6 +164,41 @@ def _reset_at(response: httpx.Response) -> float | None:
         return float(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+def build_client(
+    settings: Settings,
+    *,
+    quota: QuotaLedger | None = None,
+    log: RequestLog | None = None,
+    stop_event: threading.Event | None = None,
+) -> CiklekClient:
+    """The one way every command builds its client: the same limits, limiter and ledger."""
+    key = settings.require_key()
+    return CiklekClient(
+        settings.base_url,
+        key,
+        limiter=limiter_for(key.fingerprint, settings.requests_per_minute),
+        quota=quota,
+        log=log,
+        max_attempts=settings.max_attempts,
+        max_rate_limit_waits=settings.max_rate_limit_waits,
+        max_wait_seconds=settings.max_wait_seconds,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        stop_event=stop_event,
+    )
+
+
+def ledger_for(settings: Settings, pipeline: str, max_requests: int | None = None) -> QuotaLedger:
+    """The quota ledger entry of `pipeline` for the settings' key."""
+    return QuotaLedger(
+        settings.state_dir / "ledger.json",
+        settings.require_key().fingerprint,
+        pipeline,
+        daily_budget=settings.daily_request_budget,
+        max_requests=max_requests,
+    )
 
 
 class CiklekClient:
@@ -357,7 +392,7 @@ class CiklekClient:
         after: str | None = None,
         updated_since: str | None = None,
     ) -> Page:
-        """One list page. Raises ContractViolation-free: a non-list `data` is transient garbage."""
+        """One list page. `data: null` is an empty page; any other non-list `data` is fatal."""
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
@@ -365,6 +400,7 @@ class CiklekClient:
             params["updated_since"] = updated_since
         body = self.get(path, params)
         data = body.get("data")
+        data = [] if data is None else data
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
         if not isinstance(data, list):
             raise ApiError("list endpoint returned a non-list `data`", status=200, endpoint=path)
@@ -375,7 +411,6 @@ class CiklekClient:
             page=meta.get("page") if isinstance(meta.get("page"), int) else None,
             next_cursor=str(next_cursor) if next_cursor not in (None, "") else None,
             requested_after=after,
-            nbytes=0,
         )
 
     def paginate(

@@ -135,3 +135,7 @@ class StopRequested(TryLater):
 
 class ContractViolation(CiklekError):
     """The API broke an assumption in a way quarantine cannot absorb (e.g. a page without data)."""
+
+
+# Exit codes of the `ciklek` command (README "Exit codes"); precedence 1 > 3 > 75 > 4 > 0.
+EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75

@@ -114,7 +114,7 @@ class ProgressReporter:
         total = facts["pages_total"]
         pages = f"page {facts['pages']}/{total}" if total else f"page {facts['pages']}"
         eta = facts["eta"]
-        eta_text = "" if eta is None else f", ETA {_duration(eta)}"
+        eta_text = "" if eta is None else f", ETA {duration(eta)}"
         return f"{pages}, {self._detail(facts)}{eta_text}"
 
     def close(self) -> None:
@@ -123,7 +123,7 @@ class ProgressReporter:
             self._progress = None
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from connector.progress import duration
 from connector.sync import SyncResult
 
 
@@ -147,12 +148,3 @@ def plan_table(rows: list[dict[str, Any]], *, per_minute: int, budget: int) -> s
         f"day(s) at a daily budget of {budget:,}"
     )
     return "\n".join(lines)
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s"

@@ -58,6 +58,24 @@ class CiklekConfiguration(BaseConfiguration):
     progress_interval_seconds: float = 10.0
 
 
+_KNOWN_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so `scrub()` removes it from anything printed or logged."""
+    if value and value.strip():  # a blank "key" is no secret; replacing it would mangle text
+        _KNOWN_SECRETS.add(value)
+        if value.strip() != value:
+            _KNOWN_SECRETS.add(value.strip())
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret in `text` with ***: the last line of defence for output."""
+    for secret in _KNOWN_SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
 class ApiKey:
     """The secret, wrapped so no repr, log line or exception can show it by accident."""
 
@@ -65,6 +83,7 @@ class ApiKey:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         return self._value
@@ -194,10 +213,12 @@ def load_settings(**overrides: Any) -> Settings:
     if float(values["lookback_seconds"]) < 0:
         raise ConfigError("lookback_seconds must be 0 or more")
 
-    key = values.get("api_key")
+    key = str(values.get("api_key") or "").strip()  # a pasted key often ends in a newline
+    if any(ch.isspace() for ch in key):
+        raise ConfigError("api_key contains whitespace; paste the key exactly as the Portal shows")
     state_dir = values.get("state_dir")
     return Settings(
-        api_key=ApiKey(str(key)) if key else None,
+        api_key=ApiKey(key) if key else None,
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=resources,

@@ -178,16 +178,17 @@ def _new_traversal(
 def _start_incremental(state: dict[str, Any], control: RunControl) -> dict[str, Any]:
     watermark = instant(state.get("watermark"))
     resume = state.get("resume")
+    if resume and control.lookback_seconds <= 0:
+        # Continue from the cursor that fetched the last page: one request when nothing changed.
+        trav = _new_traversal("incremental", resume.get("since"), after=resume.get("after"))
+        trav["skip"] = resume.get("last_page") or []
+        return trav
     if watermark is None:
         if control.full_refresh:
             return _new_traversal("refresh", None)  # a later --full-refresh continues it
         return _new_traversal("full" if not state.get("rows_loaded") else "incremental", None)
-    if control.lookback_seconds > 0 or not resume:
-        since = watermark - dt.timedelta(seconds=control.lookback_seconds)
-        return _new_traversal("incremental", iso(since))
-    trav = _new_traversal("incremental", resume.get("since"), after=resume.get("after"))
-    trav["skip"] = resume.get("last_page") or []
-    return trav
+    since = watermark - dt.timedelta(seconds=control.lookback_seconds)
+    return _new_traversal("incremental", iso(since))
 
 
 def _restart_since(state: dict[str, Any], trav: dict[str, Any], control: RunControl) -> str | None:
@@ -290,8 +291,8 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
             trav["total"] = page.total
         out.total = trav["total"] if trav["total"] is not None else page.total
         out.traversal_pages = trav["pages"]
-        reached_until = False
         last_page = []
+        accepted = 0
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             if record_id is None:
@@ -302,10 +303,10 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
                 if version not in skip:
                     loose.append(record)
                 continue
-            cursor_value = record.get(spec.cursor_field)
-            if until_at is not None and _at_or_after(cursor_value, until_at):
-                reached_until = True  # ordered by updated_at: everything after is out too
-                break
+            if until_at is not None and _at_or_after(record.get(spec.cursor_field), until_at):
+                continue  # outside the window; the traversal ends with the page that passes it
+            cursor_value = _cursor_of(record, spec)
+            accepted += 1
             record_id = str(record_id)
             seen_ids.append(record_id)
             last_page.append((record_id, cursor_value))
@@ -313,13 +314,27 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
                 continue  # the exact version already loaded by the previous traversal
             latest.pop(record_id, None)
             latest[record_id] = record  # a later version in the same chunk wins
-        trav["received"] += len(page.records)
+        trav["received"] += accepted
         out.records += len(page.records)
         trav["last_after"] = trav["after"]
         if control.on_page is not None:
             control.on_page(spec.name, out)
+        # Lists are ordered by updated_at: a page ending past --until ends the window.
+        reached_until = until_at is not None and _at_or_after(
+            _cursor_of(page.records[-1], spec) if page.records else None, until_at
+        )
         if page.next_cursor is None or reached_until:
             complete = True
+            break
+        if page.next_cursor == trav["after"]:
+            # A server handing back the cursor it was given would loop until the quota is gone.
+            out.error = ApiError(
+                "next_cursor did not advance (the API returned the cursor it was sent); "
+                "stopped to protect the quota",
+                status=200,
+                code="cursor_not_advancing",
+                endpoint="/" + spec.path,
+            )
             break
         trav["after"] = page.next_cursor
 
@@ -386,7 +401,8 @@ def _finish(
 ) -> None:
     """A traversal reached its last page: move the watermark (not for windows), keep resume."""
     out.done = True
-    if tracker is not None and trav["total"] is not None:
+    if tracker is not None and trav["total"] is not None and not trav.get("until"):
+        # (a window's meta.total also counts records past --until: nothing to compare with)
         out.reconciliation = Reconciliation(
             expected=int(trav["total"]), distinct=len(tracker.ids), received=int(trav["received"])
         )
@@ -482,14 +498,12 @@ def ciklek_source(
 
         settings = load_settings(resources=resources)
         if control is None:
-            client = CiklekClient(
-                settings.base_url,
-                settings.require_key(),
-                max_attempts=settings.max_attempts,
-                max_wait_seconds=settings.max_wait_seconds,
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
-            )
+            from connector.client import build_client, ledger_for
+
+            # Counted in the quota ledger under the source's name, held to the daily budget.
+            ledger = ledger_for(settings, "ciklek_source")
+            ledger.flush_every = 1
+            client = build_client(settings, quota=ledger)
             control = RunControl(
                 client=client,
                 page_size=settings.page_size,

@@ -24,9 +24,14 @@ import pendulum.parsing.exceptions
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
 from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
-from connector.client import CiklekClient
+from connector.client import build_client, ledger_for
 from connector.destinations import resolve_destination
 from connector.errors import (
+    EXIT_AUTH,
+    EXIT_BUG,
+    EXIT_OK,
+    EXIT_STRICT,
+    EXIT_TEMPFAIL,
     ApiError,
     BudgetSpent,
     ConfigError,
@@ -37,11 +42,8 @@ from connector.errors import (
 from connector.ledger import QuotaLedger, RequestLog
 from connector.progress import ProgressReporter
 from connector.runstate import pipeline_dir, run_lock, write_status
-from connector.settings import Settings, load_settings
+from connector.settings import Settings, load_settings, scrub
 from connector.source import RunControl, ciklek_source, iso
-from connector.throttle import limiter_for
-
-EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
 
 
 @dataclass
@@ -207,7 +209,7 @@ def _status_doc(
 def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncResult:
     """Run one sync. Raises ConfigError (exit 2) or LockHeld (exit 75) before any request."""
     settings = settings or load_settings(resources=options.resources, page_size=options.page_size)
-    key = settings.require_key()
+    settings.require_key()  # exit 2 before anything else when the key is missing
     since = parse_bound(options.since, "--since")
     until = parse_bound(options.until, "--until")
     if since and until and until <= since:
@@ -234,27 +236,9 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         refreshing = set(settings.resources) if options.full_refresh else set()
         check_column_types(pipeline, settings, refreshing)
         log = RequestLog()
-        quota = QuotaLedger(
-            settings.state_dir / "ledger.json",
-            key.fingerprint,
-            options.pipeline,
-            daily_budget=settings.daily_request_budget,
-            max_requests=options.max_requests,
-        )
+        quota = ledger_for(settings, options.pipeline, options.max_requests)
         stop_event = threading.Event()
-        client = CiklekClient(
-            settings.base_url,
-            key,
-            limiter=limiter_for(key.fingerprint, settings.requests_per_minute),
-            quota=quota,
-            log=log,
-            max_attempts=settings.max_attempts,
-            max_rate_limit_waits=settings.max_rate_limit_waits,
-            max_wait_seconds=settings.max_wait_seconds,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            stop_event=stop_event,
-        )
+        client = build_client(settings, quota=quota, log=log, stop_event=stop_event)
         reporter = ProgressReporter(
             list(settings.resources),
             page_size=settings.page_size,
@@ -423,7 +407,11 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
             )
         elif isinstance(error, ApiError):
             codes.append(EXIT_BUG)
-            result.messages.append(f"{name}: unexpected API error: {error}")
+            result.messages.append(
+                f"{name}: unexpected API error: {error} -- a bug or an API change: please "
+                "report it (README, 'Reporting a bug') with the output of the command run "
+                "with --debug"
+            )
         if outcome.stop is not None:
             codes.append(EXIT_TEMPFAIL)
             if isinstance(outcome.stop, QuotaExhausted | BudgetSpent) and outcome.stop.resume_at:
@@ -467,5 +455,5 @@ def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) 
         "requests": result.log.requests,
         "rate_limited": result.log.rate_limited,
         "waited_seconds": round(result.log.waited_seconds, 3),
-        "message": "; ".join(result.messages) or None,
+        "message": scrub("; ".join(result.messages)) or None,
     }

@@ -108,7 +108,11 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
     assert unchanged.returncode == 0
     assert requests_sent(sb) - sent == 3  # nothing new: one request per resource
     sent = requests_sent(sb)
-    after = run_cli("plan", env=env)
+    # plan's own requests count against the daily budget like a sync's: 10 are spent now.
+    refused = run_cli("plan", env=env)
+    assert refused.returncode == 75 and "daily request budget 10 reached" in refused.stderr
+    assert requests_sent(sb) == sent
+    after = run_cli("plan", env=dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"))
     assert after.returncode == 0, after.stderr
     assert requests_sent(sb) - sent == 6  # total, then records since the watermark
     assert "next sync: 3 requests" in after.stdout
