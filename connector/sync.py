@@ -321,7 +321,7 @@ def _chunks(
     if pipeline.has_pending_data:
         # Killed between dlt's "do not kill" rename and its delete: the package is normalized
         # and still extracted, and normalizing it again fails on every run. Finish the delete.
-        extracted = pipeline._get_normalize_storage().extracted_packages  # no public accessor
+        extracted = _extracted_packages(pipeline)
         for load_id in set(pipeline.list_extracted_load_packages()).intersection(
             pipeline.list_normalized_load_packages()
         ):
@@ -373,10 +373,22 @@ def _fifo_extract() -> Iterator[None]:
             os.environ["EXTRACT__NEXT_ITEM_MODE"] = previous
 
 
+def _extracted_packages(pipeline: Any) -> Any:
+    """dlt's extracted-package storage. No public accessor exists (checked on dlt 1.31, which
+    pyproject pins below 1.32); a crash-recovery path must not fail obscurely on an upgrade."""
+    try:
+        return pipeline._get_normalize_storage().extracted_packages
+    except AttributeError as exc:  # pragma: no cover - only on an untested dlt version
+        raise RuntimeError(
+            f"dlt {dlt.__version__} changed its package storage; this connector is tested with "
+            "dlt 1.31: reinstall with pip install -e . to get the pinned version"
+        ) from exc
+
+
 def _refresh_pending(pipeline: Any) -> bool:
     """Does a pending package (extracted or normalized) drop tables, i.e. start a refresh?"""
     states = [pipeline.get_load_package_state(i) for i in pipeline.list_normalized_load_packages()]
-    extracted = pipeline._get_normalize_storage().extracted_packages  # no public accessor
+    extracted = _extracted_packages(pipeline)
     states += [extracted.get_load_package_state(i) for i in pipeline.list_extracted_load_packages()]
     return any(state.get("dropped_tables") for state in states)
 
