@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_time import T0, FakeTime
 
 from connector.client import CiklekClient
 from connector.errors import (
@@ -33,24 +34,8 @@ from connector.throttle import RateLimiter
 
 SECRET = "bsk_live_SENTINEL_unit_4c3b2a"
 BASE = "https://api.ciklek.test/v1"
-T0 = 1_800_000_000.0  # an instant on a whole second, so Reset headers are exact offsets
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps; every sleep is recorded."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 6))
-        self.now += seconds
 
 
 def make_client(

@@ -14,26 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_time import T0, FakeTime
 
 from connector.client import CiklekClient
 from connector.ledger import RequestLog
 from connector.settings import ApiKey
 from connector.throttle import RateLimiter, limiter_for
-
-T0 = 1_800_000_000.0
-
-
-class FakeTime:
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 6))
-        self.now += seconds
 
 
 def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
