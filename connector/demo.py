@@ -89,7 +89,11 @@ def run_demo(
                     *(f"{v:,}" if isinstance(v, int | Decimal) else str(v) for v in values)
                 )
             printer(render(result_table))
-        printer(f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"')
+        printer(
+            f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"  (or, '
+            f'without the duckdb CLI: .venv/bin/python -c "import duckdb; print(duckdb.connect('
+            f"'{target}').sql('select count(*) from ciklek.orders'))\")"
+        )
         return result.exit_code
     finally:
         proc.terminate()
