@@ -435,7 +435,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
         result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
-    if EXIT_TEMPFAIL in codes:
+    if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
     for code in (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT):
         if code in codes:
