@@ -44,9 +44,9 @@ import httpx
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT))
 
-from sandbox_proc import SandboxProcess  # noqa: E402
+from tests.sandbox_proc import SandboxProcess  # noqa: E402
 
 PAGE_SIZE = 100
 TOOLS = ("connector", "peer")

@@ -7,20 +7,13 @@ Ciklek/dlt settings, so nothing leaks between tests or from the developer's mach
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from sandbox_proc import SandboxProcess
-
-CIKLEK_BIN = str(Path(sys.executable).parent / "ciklek")
+from tests.sandbox_proc import SandboxProcess
 
 
 @pytest.fixture(autouse=True)
@@ -56,34 +49,3 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxProcess]]:
 def sandbox(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
     """A small default sandbox: 300 orders, 120 customers, 50 products."""
     return sandbox_factory("--orders", 300, "--customers", 120, "--products", 50)
-
-
-def sync_env(sb: SandboxProcess, key: str | None = None, **extra: str) -> dict[str, str]:
-    """Environment for running the connector against a sandbox, as a user would set it."""
-    env = dict(os.environ)
-    env["SOURCES__CIKLEK__BASE_URL"] = sb.url
-    env["SOURCES__CIKLEK__API_KEY"] = key or sb.key
-    env.update(extra)
-    return env
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `ciklek` console script and capture its output."""
-    return subprocess.run(
-        [CIKLEK_BIN, *args],
-        env=env if env is not None else dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
-
-
-def query(path: Path | str, sql: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.sql(sql).fetchall()
-
-
-DEFAULT_DB = "ciklek_warehouse.duckdb"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import CIKLEK_BIN, query, sync_env
-from sandbox_proc import SandboxProcess
+from tests.helpers import CIKLEK_BIN, query, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 # A small dataset (400 orders: at least one block of >= 150 equal updated_at) and no server
 # window limit, so only the behaviour under test decides how many requests a run sends.

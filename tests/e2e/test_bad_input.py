@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, sync_env
-from sandbox_proc import SandboxProcess
 
 import connector
+from tests.helpers import run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 VALID = "orders, customers, products"
 

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
-from sandbox_proc import SandboxProcess
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 SENTINEL = "bsk_live_SENTINEL_9f8e7d"
 ALL_READ = "orders:read,customers:read,products:read"

@@ -7,8 +7,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
-from sandbox_proc import SandboxProcess
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 
 def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(

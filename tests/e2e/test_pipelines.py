@@ -10,8 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import DEFAULT_DB, query, sync_env
-from sandbox_proc import REPO_ROOT, SandboxProcess
+
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.sandbox_proc import REPO_ROOT, SandboxProcess
 
 PIPELINES = REPO_ROOT / "pipelines"
 

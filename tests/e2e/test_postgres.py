@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import run_cli, sync_env
-from sandbox_proc import SandboxProcess
+
+from tests.helpers import run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 pytestmark = pytest.mark.postgres
 

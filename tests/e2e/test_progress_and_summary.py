@@ -7,12 +7,11 @@ import math
 import re
 from pathlib import Path
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
-from sandbox_proc import SandboxProcess
-
 from connector.ledger import QuotaLedger, RequestLog
 from connector.progress import ProgressReporter
 from connector.source import ResourceOutcome
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 PAGE = 20
 COUNTS = {"orders": 300, "customers": 120, "products": 50}

@@ -13,9 +13,9 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import DEFAULT_DB, query
-from sandbox_proc import SandboxProcess
-from syncutil import (
+from tests.helpers import DEFAULT_DB, query
+from tests.sandbox_proc import SandboxProcess
+from tests.syncutil import (
     CHUNK_PAGES,
     ORDER_PAGES,
     PAGE,

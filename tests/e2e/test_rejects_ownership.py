@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 
 
 def test_full_refresh_of_orders_keeps_other_resources_rejects(

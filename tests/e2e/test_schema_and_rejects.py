@@ -8,10 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
-from sandbox_proc import SandboxProcess
-
 from connector.catalogue import CATALOGUE
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 SMALL = ("--orders", 300, "--customers", 60, "--products", 30, "--window-limit", 1_000_000)
 

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from conftest import run_cli
-from sandbox_proc import SandboxProcess
-from syncutil import (
+from tests.helpers import run_cli
+from tests.sandbox_proc import SandboxProcess
+from tests.syncutil import (
     CHUNK_PAGES,
     ORDER_PAGES,
     SANDBOX_FLAGS,

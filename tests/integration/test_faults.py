@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import query, run_cli, sync_env
-from sandbox_proc import SandboxProcess
-
 from connector.client import CiklekClient
 from connector.settings import ApiKey
+from tests.helpers import query, run_cli, sync_env
+from tests.sandbox_proc import SandboxProcess
 
 DATA_FLAGS = ("--seed", 7, "--orders", 240, "--customers", 40, "--products", 25)
 TABLES = ("orders", "order_line_items", "customers", "products")

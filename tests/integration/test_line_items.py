@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 
 
 def _items(db: Path, order_id: str) -> list[str]:
@@ -61,7 +61,7 @@ def test_sandbox_command_starts_the_server(clean_env: Path) -> None:
     import json
     import subprocess
 
-    from conftest import CIKLEK_BIN
+    from tests.helpers import CIKLEK_BIN
 
     proc = subprocess.Popen(
         [CIKLEK_BIN, "sandbox", "--port", "0", "--orders", "10"], stdout=subprocess.PIPE, text=True

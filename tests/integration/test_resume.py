@@ -10,9 +10,12 @@ import collections
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_DB, query
-from sandbox_proc import SandboxProcess
-from syncutil import (
+
+from connector.report import summary
+from connector.sync import SyncOptions, SyncResult, run_sync
+from tests.helpers import DEFAULT_DB, query
+from tests.sandbox_proc import SandboxProcess
+from tests.syncutil import (
     ORDER_PAGES,
     PAGE,
     SANDBOX_FLAGS,
@@ -22,9 +25,6 @@ from syncutil import (
     instant,
     set_env,
 )
-
-from connector.report import summary
-from connector.sync import SyncOptions, SyncResult, run_sync
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sandbox_proc import SandboxProcess
 
 from connector.sync import SyncOptions, SyncResult, run_sync
+from tests.helpers import query
+from tests.sandbox_proc import SandboxProcess
 
 ORDERS = 40
 FLAGS = ("--orders", ORDERS, "--customers", 3, "--products", 3, "--window-limit", 1_000_000)

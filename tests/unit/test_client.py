@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_time import T0, FakeTime
 
 from connector.client import CiklekClient
 from connector.errors import (
@@ -31,6 +30,7 @@ from connector.errors import (
 from connector.ledger import RequestLog
 from connector.settings import ApiKey
 from connector.throttle import RateLimiter
+from tests.unit.fake_time import T0, FakeTime
 
 SECRET = "bsk_live_SENTINEL_unit_4c3b2a"
 BASE = "https://api.ciklek.test/v1"

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_time import T0, FakeTime
 
 from connector.client import CiklekClient
 from connector.ledger import RequestLog
 from connector.settings import ApiKey
 from connector.throttle import RateLimiter, limiter_for
+from tests.unit.fake_time import T0, FakeTime
 
 
 def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:

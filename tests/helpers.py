@@ -1,0 +1,46 @@
+"""Helpers shared by tests: the installed `ciklek` CLI, the environment a user sets, queries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tests.sandbox_proc import SandboxProcess
+
+CIKLEK_BIN = str(Path(sys.executable).parent / "ciklek")
+
+
+def sync_env(sb: SandboxProcess, key: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for running the connector against a sandbox, as a user would set it."""
+    env = dict(os.environ)
+    env["SOURCES__CIKLEK__BASE_URL"] = sb.url
+    env["SOURCES__CIKLEK__API_KEY"] = key or sb.key
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `ciklek` console script and capture its output."""
+    return subprocess.run(
+        [CIKLEK_BIN, *args],
+        env=env if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def query(path: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.sql(sql).fetchall()
+
+
+DEFAULT_DB = "ciklek_warehouse.duckdb"
