@@ -277,7 +277,8 @@ class CiklekClient:
             raise StopRequested("stop requested")
 
     def _backoff(self, failures: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1)) + self._jitter()
+        doubled: float = self.backoff_base * 2.0 ** (failures - 1)
+        return min(self.backoff_max, doubled) + self._jitter()
 
     # ---- requests ------------------------------------------------------------------------
     def request(

@@ -108,7 +108,8 @@ class RecordFactory:
     def instant(self, lo: int, hi: int, digits: int) -> int:
         """A random instant in [lo, hi) rounded down to ``digits`` fractional digits."""
         us = lo + self.below(max(1, hi - lo))
-        return us - us % (10 ** (6 - digits))
+        step: int = 10 ** (6 - digits)
+        return us - us % step
 
     def ts(self, us: int) -> str:
         offset, digits, zulu = self.style()
