@@ -13,6 +13,7 @@ the disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -83,10 +84,12 @@ def private_dir(path: Path, *, ours: bool = False) -> Path:
 
 
 def _holds_our_files(path: Path) -> bool:
+    """Empty, or holding one of our entries: a directory made for us, not one the user lives in."""
     try:
-        return any(entry.name in _OUR_ENTRIES for entry in os.scandir(path))
+        names = {entry.name for entry in os.scandir(path)}
     except OSError:
         return False
+    return not names or bool(names & _OUR_ENTRIES)
 
 
 def open_private(path: Path, flags: int = os.O_RDWR) -> int:
@@ -94,7 +97,12 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
 
     A file of ours left readable by an older version is narrowed to 0600.
     """
-    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ConfigError(f"{path} is a symbolic link, which we never follow: remove it") from None
     try:
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
