@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from connector.errors import BudgetSpent
 from connector.statedir import check_dir, open_private, private_dir, replace_file
@@ -117,8 +116,8 @@ class QuotaLedger:
     def _read_today(self) -> tuple[int, int]:
         data = read_ledger(self.path)
         day = data.get(self.key, {}).get(self._day, {})
-        mine = int(day.get(self.pipeline, 0))
-        return sum(int(v) for v in day.values()) - mine, mine
+        mine = day.get(self.pipeline, 0)
+        return sum(day.values()) - mine, mine
 
     @property
     def used_today(self) -> int:
@@ -167,17 +166,33 @@ class QuotaLedger:
         update_ledger(self.path, self.key, self._day, self.pipeline, pending)
 
 
-def read_ledger(path: Path) -> dict[str, Any]:
+# key fingerprint -> UTC day (ISO date) -> pipeline -> requests
+Ledger = dict[str, dict[str, dict[str, int]]]
+
+
+def read_ledger(path: Path) -> Ledger:
+    """The ledger as written; an entry of the wrong shape is skipped, not trusted."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:  # missing, or a symlink planted in its place
         return {}
     try:
         with os.fdopen(fd) as fh:
-            data = json.load(fh)
+            data: object = json.load(fh)
     except ValueError:
         return {}
-    return data if isinstance(data, dict) else {}
+    return {
+        key: {day: _counts(per_pipeline) for day, per_pipeline in days.items()}
+        for key, days in (data.items() if isinstance(data, dict) else ())
+        if isinstance(days, dict)
+    }
+
+
+def _counts(per_pipeline: object) -> dict[str, int]:
+    """Requests per pipeline; a count that is not an integer (a hand-edited file) is dropped."""
+    if not isinstance(per_pipeline, dict):
+        return {}
+    return {k: n for k, n in per_pipeline.items() if isinstance(n, int) and not isinstance(n, bool)}
 
 
 def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> None:
@@ -188,7 +203,7 @@ def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> No
         data = read_ledger(path)
         days = data.setdefault(key, {})
         entry = days.setdefault(day, {})
-        entry[pipeline] = int(entry.get(pipeline, 0)) + add
+        entry[pipeline] = entry.get(pipeline, 0) + add
         for old in sorted(days)[:-7]:
             del days[old]
         replace_file(path, json.dumps(data, indent=1, sort_keys=True))
@@ -196,4 +211,4 @@ def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> No
 
 def used_on(path: Path, key: str, day: str) -> dict[str, int]:
     """Requests per pipeline for one key and UTC day (for `ciklek status`)."""
-    return {k: int(v) for k, v in read_ledger(path).get(key, {}).get(day, {}).items()}
+    return dict(read_ledger(path).get(key, {}).get(day, {}))

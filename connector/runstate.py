@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,7 +68,7 @@ def status_path(state_dir: Path, pipeline: str) -> Path:
     return pipeline_dir(state_dir, pipeline) / "status.json"
 
 
-def write_status(state_dir: Path, pipeline: str, status: dict[str, Any]) -> None:
+def write_status(state_dir: Path, pipeline: str, status: Mapping[str, object]) -> None:
     """Atomically replace the status file (a reader never sees half a file)."""
     path = make_pipeline_dir(state_dir, pipeline) / "status.json"
     replace_file(path, json.dumps(status, indent=1, sort_keys=True, default=str))

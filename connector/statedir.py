@@ -68,7 +68,7 @@ def private_dir(path: Path, *, ours: bool = False) -> Path:
 
     An existing directory readable by others is tightened to 0700 when it is ours to change:
     `ours=True` (a subdirectory we name) or it already holds our files (a state dir made by an
-    older version). Any other existing directory keeps its mode: the user chose it.
+    older version). Every other existing directory keeps its mode: the user chose it.
     """
     if not check_dir(path):
         if path.parent != path and not path.parent.exists():

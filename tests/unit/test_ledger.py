@@ -186,3 +186,13 @@ def test_request_log_record_takes_endpoint_and_status_only() -> None:
     assert (log.requests, log.rate_limited, log.waited_seconds) == (1, 1, 2.5)
     with pytest.raises(TypeError):
         log.record("/v1/orders", 200, waited=1.0)  # type: ignore[call-arg]
+
+
+def test_a_hand_edited_ledger_of_the_wrong_shape_is_skipped_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_text(
+        json.dumps({"k1": {"2026-11-27": {"p": 4, "q": "x", "r": True}, "bad": 3}, "k2": []})
+    )
+    assert read_ledger(path) == {"k1": {"2026-11-27": {"p": 4}, "bad": {}}}
+    led = ledger(path, Clock(DAY1))
+    assert led.used_today == 4
