@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from connector import sandbox  # lazy: only this command needs it
 
         if (problem := sandbox.missing_extra()) is not None:
-            err(f"ciklek: {problem}")
+            err(f"ciklek: error: {problem}")
             return EXIT_CONFIG
         return int(sandbox.main(argv[1:]) or 0)
     _remember_secret()
