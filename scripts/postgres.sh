@@ -32,7 +32,8 @@ DB_USER=ciklek
 DB_NAME=ciklek_test
 WAIT_SECS=30
 # Where the pointer to the cluster lives: the user's own cache dir, never a shared path.
-STATE_HOME="${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/ciklek"
+USER_HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+STATE_HOME="${XDG_CACHE_HOME:-${USER_HOME:?cannot tell the home directory}/.cache}/ciklek"
 POINTER="$STATE_HOME/postgres.dir"
 
 log() { printf 'postgres.sh: %s\n' "$*" >&2; }
