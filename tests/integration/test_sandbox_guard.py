@@ -164,7 +164,10 @@ def _start_demo(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     return demo, line.split()[3]
 
 
-def test_demo_sandbox_gets_no_secrets_and_dies_with_a_sigkilled_demo(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_demo_sandbox_gets_no_secrets_and_dies_with_the_demo(
+    tmp_path: Path, how: signal.Signals
+) -> None:
     demo, url = _start_demo(tmp_path)
     children = _children(demo.pid)
     try:
@@ -175,8 +178,8 @@ def test_demo_sandbox_gets_no_secrets_and_dies_with_a_sigkilled_demo(tmp_path: P
         assert b"sentinel" not in b"\0".join(environ)
         assert "PATH" in names
         assert _listening(url)
-        demo.send_signal(signal.SIGKILL)
-        demo.wait()
+        demo.send_signal(how)
+        assert demo.wait() == -how
         assert _wait_closed(url), "the demo's sandbox kept listening after the demo died"
     finally:
         for pid in children:
