@@ -199,7 +199,8 @@ def run_tool(
                 nonlocal killed
                 with httpx.Client(timeout=5) as http:
                     while not done.is_set():
-                        ok, r429, _ = _counts(http.get(f"{sb.control}/stats").json())
+                        stats = http.get(f"{sb.control}/stats", headers=sb.control_headers())
+                        ok, r429, _ = _counts(stats.json())
                         samples.append((time.time(), ok, r429))
                         if kill_at_ok is not None and ok >= kill_at_ok and not killed:
                             os.killpg(proc.pid, signal.SIGKILL)

@@ -119,9 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sandbox"]:
-        from connector.sandbox import main as sandbox_main  # lazy: only this command needs it
+        from connector import sandbox  # lazy: only this command needs it
 
-        return int(sandbox_main(argv[1:]) or 0)
+        if (problem := sandbox.missing_extra()) is not None:
+            err(f"ciklek: error: {problem}")
+            return EXIT_CONFIG
+        return int(sandbox.main(argv[1:]) or 0)
     _remember_secret()
     try:
         args = build_parser().parse_args(argv)
@@ -143,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Map exceptions to exit codes and one-line messages (tracebacks only with --debug)."""
     try:
+        _check_pipeline_name(args)
         return handler(args)
     except ConfigError as exc:
         err(f"ciklek: error: {exc}")
@@ -172,6 +176,14 @@ def run_guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
             "command run with --debug"
         )
         return EXIT_BUG
+
+
+def _check_pipeline_name(args: argparse.Namespace) -> None:
+    """A pipeline name becomes a path: refuse `../x` before anything touches the disk (exit 2)."""
+    if getattr(args, "pipeline", None) is not None:
+        from connector.statedir import check_pipeline_name
+
+        check_pipeline_name(args.pipeline)
 
 
 def _raiser(exc: BaseException) -> Callable[[argparse.Namespace], int]:
@@ -330,6 +342,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from connector.sandbox import missing_extra
+
+    if (problem := missing_extra()) is not None:
+        raise ConfigError(problem)
     from connector.demo import run_demo
 
     return run_demo(orders=args.orders, duckdb_file=args.file, printer=out)

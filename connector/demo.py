@@ -3,11 +3,21 @@
 Starts the bundled sandbox on a free loopback port, syncs it into a local DuckDB file with a
 throwaway state dir (so the user's real pipelines are untouched), prints the summary and one
 analyst query, then stops the sandbox. Only the CLI imports this module.
+
+The sandbox child is started so that it cannot outlive the demo (the kernel kills it when the
+demo dies, and the sandbox watches its parent too) and so that it sees none of the user's
+secrets: its environment is an allow-list, so a real SOURCES__CIKLEK__API_KEY or a warehouse DSN
+never reaches it. The demo replaces only a file that is a DuckDB database (or empty): a typo in
+`--file` must not eat someone's notes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,6 +28,7 @@ from pathlib import Path
 import duckdb
 from rich.table import Table
 
+from connector.errors import ConfigError
 from connector.report import render, summary
 from connector.settings import load_settings
 from connector.sync import SyncOptions, run_sync
@@ -40,12 +51,64 @@ order by revenue desc
 """
 
 
+# What the sandbox child may see of our environment: enough to run Python, nothing else.
+_CHILD_ENV = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+)
+_PR_SET_PDEATHSIG = 1
+# A DuckDB database file carries this magic at byte offset 8 (after an 8-byte checksum).
+DUCKDB_MAGIC, DUCKDB_MAGIC_OFFSET = b"DUCK", 8
+
+
+def child_env(parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of `parent` (default: os.environ): no keys, DSNs or dlt settings."""
+    source = os.environ if parent is None else parent
+    return {k: v for k, v in source.items() if k in _CHILD_ENV or k.startswith("LC_")}
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: ask Linux to SIGKILL the child when the parent dies (no-op elsewhere)."""
+
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            except (OSError, AttributeError):
+                pass  # the sandbox's own parent watchdog still applies
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse (exit 2) to replace anything but a DuckDB database or an empty file."""
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"--file {target} exists and is not a regular file: choose another path")
+    if st.st_size == 0:
+        return
+    with target.open("rb") as handle:
+        head = handle.read(DUCKDB_MAGIC_OFFSET + len(DUCKDB_MAGIC))
+    if head[DUCKDB_MAGIC_OFFSET:] != DUCKDB_MAGIC:
+        raise ConfigError(
+            f"--file {target} exists and is not a DuckDB database; the demo replaces its file, "
+            "so choose another path (or delete it yourself)"
+        )
+
+
 def start_sandbox(*flags: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
     """Start `python -m connector.sandbox --port 0` and read its one-line JSON banner."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "connector.sandbox", "--port", "0", *flags],
+        [sys.executable, "-m", "connector.sandbox", "--port", "0", "--exit-with-parent", *flags],
         stdout=subprocess.PIPE,
         text=True,
+        env=child_env(),
+        preexec_fn=_die_with_parent(os.getpid()),  # safe: no threads run yet
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -59,6 +122,7 @@ def run_demo(
     *, orders: int = 2000, duckdb_file: str = "ciklek_demo.duckdb", printer: Callable[[str], None]
 ) -> int:
     target = Path(duckdb_file).absolute()
+    check_replaceable(target)
     target.unlink(missing_ok=True)
     proc, banner = start_sandbox("--orders", str(orders), "--seed", "7")
     try:

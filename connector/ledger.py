@@ -3,7 +3,8 @@
 Why persisted: the server's headers describe only the minute window, yet the daily quota of
 50,000 is shared by every run and every other user of the key. The ledger lives in the state
 dir as JSON, keyed by a hash of the key (never the key), then by UTC day, then by pipeline, so
-several pipelines on one key add up and a budget check sees all of them.
+several pipelines on one key add up and a budget check sees all of them. Like every file in the
+state dir it is private (0600, replaced through `mkstemp`, see `connector.statedir`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from connector.errors import BudgetSpent
+from connector.statedir import check_dir, open_private, private_dir, replace_file
 
 
 @dataclass
@@ -39,14 +40,13 @@ class RequestLog:
         self.endpoints: dict[str, EndpointStats] = collections.defaultdict(EndpointStats)
         self._times: collections.deque[float] = collections.deque(maxlen=10_000)
 
-    def record(self, endpoint: str, status: int | str, waited: float = 0.0) -> None:
+    def record(self, endpoint: str, status: int | str) -> None:
         with self._lock:
             stats = self.endpoints[endpoint]
             stats.requests += 1
             stats.by_status[str(status)] += 1
             if status == 429:
                 stats.rate_limited += 1
-            stats.waited_seconds += waited
             self._times.append(time.monotonic())
 
     def in_last(self, seconds: float = 60.0) -> int:
@@ -110,13 +110,14 @@ class QuotaLedger:
         self.run_requests = 0
         self._pending = 0
         self._day = utc_today(now())
+        check_dir(path.parent)  # an unsafe state dir is refused before any request is sent
         self._others_today, self._mine_today = self._read_today()
 
     def _read_today(self) -> tuple[int, int]:
         data = read_ledger(self.path)
         day = data.get(self.key, {}).get(self._day, {})
-        mine = int(day.get(self.pipeline, 0))
-        return sum(int(v) for v in day.values()) - mine, mine
+        mine = day.get(self.pipeline, 0)
+        return sum(day.values()) - mine, mine
 
     @property
     def used_today(self) -> int:
@@ -165,31 +166,49 @@ class QuotaLedger:
         update_ledger(self.path, self.key, self._day, self.pipeline, pending)
 
 
-def read_ledger(path: Path) -> dict[str, Any]:
+# key fingerprint -> UTC day (ISO date) -> pipeline -> requests
+Ledger = dict[str, dict[str, dict[str, int]]]
+
+
+def read_ledger(path: Path) -> Ledger:
+    """The ledger as written; an entry of the wrong shape is skipped, not trusted."""
     try:
-        with path.open() as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (FileNotFoundError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # missing, or a symlink planted in its place
         return {}
+    try:
+        with os.fdopen(fd) as fh:
+            data: object = json.load(fh)
+    except ValueError:
+        return {}
+    return {
+        key: {day: _counts(per_pipeline) for day, per_pipeline in days.items()}
+        for key, days in (data.items() if isinstance(data, dict) else ())
+        if isinstance(days, dict)
+    }
+
+
+def _counts(per_pipeline: object) -> dict[str, int]:
+    """Requests per pipeline; a count that is not an integer (a hand-edited file) is dropped."""
+    if not isinstance(per_pipeline, dict):
+        return {}
+    return {k: n for k, n in per_pipeline.items() if isinstance(n, int) and not isinstance(n, bool)}
 
 
 def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> None:
     """Add `add` requests under an exclusive file lock; keeps only the last 7 days."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock_fh:
+    private_dir(path.parent)
+    with os.fdopen(open_private(path.with_suffix(".lock")), "r+") as lock_fh:
         fcntl.flock(lock_fh, fcntl.LOCK_EX)
         data = read_ledger(path)
         days = data.setdefault(key, {})
         entry = days.setdefault(day, {})
-        entry[pipeline] = int(entry.get(pipeline, 0)) + add
+        entry[pipeline] = entry.get(pipeline, 0) + add
         for old in sorted(days)[:-7]:
             del days[old]
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        replace_file(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def used_on(path: Path, key: str, day: str) -> dict[str, int]:
     """Requests per pipeline for one key and UTC day (for `ciklek status`)."""
-    return {k: int(v) for k, v in read_ledger(path).get(key, {}).get(day, {}).items()}
+    return dict(read_ledger(path).get(key, {}).get(day, {}))

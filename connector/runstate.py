@@ -2,7 +2,9 @@
 
 Why files: `ciklek status` must work with no network and while a sync runs, and DuckDB allows
 one writer, so status cannot open the warehouse. The lock is an `flock`, which the kernel drops
-when its process dies, so a `kill -9` never leaves a lock that blocks the next run.
+when its process dies, so a `kill -9` never leaves a lock that blocks the next run. Both live in
+the private state dir (`connector.statedir`): owner-only, and the pipeline name is checked before
+it becomes a path.
 """
 
 from __future__ import annotations
@@ -11,23 +13,38 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from connector.errors import LockHeld
+from connector.statedir import (
+    check_dir,
+    check_pipeline_name,
+    open_private,
+    private_dir,
+    replace_file,
+)
 
 
 def pipeline_dir(state_dir: Path, pipeline: str) -> Path:
-    return state_dir / "runs" / pipeline
+    """The pipeline's directory (not created); ConfigError when the name is not a safe name."""
+    return state_dir / "runs" / check_pipeline_name(pipeline)
+
+
+def make_pipeline_dir(state_dir: Path, pipeline: str) -> Path:
+    """Create (0700, each level) or check the state dir, `runs/` and the pipeline's directory."""
+    path = pipeline_dir(state_dir, pipeline)
+    private_dir(state_dir)
+    private_dir(path.parent, ours=True)
+    return private_dir(path, ours=True)
 
 
 @contextlib.contextmanager
 def run_lock(state_dir: Path, pipeline: str) -> Iterator[None]:
     """Hold the pipeline's lock for the duration of a run, or raise LockHeld at once."""
-    path = pipeline_dir(state_dir, pipeline) / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    path = make_pipeline_dir(state_dir, pipeline) / "lock"
+    handle: IO[str] = os.fdopen(open_private(path), "r+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,19 +68,25 @@ def status_path(state_dir: Path, pipeline: str) -> Path:
     return pipeline_dir(state_dir, pipeline) / "status.json"
 
 
-def write_status(state_dir: Path, pipeline: str, status: dict[str, Any]) -> None:
+def write_status(state_dir: Path, pipeline: str, status: Mapping[str, object]) -> None:
     """Atomically replace the status file (a reader never sees half a file)."""
-    path = status_path(state_dir, pipeline)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(status, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    path = make_pipeline_dir(state_dir, pipeline) / "status.json"
+    replace_file(path, json.dumps(status, indent=1, sort_keys=True, default=str))
 
 
 def read_status(state_dir: Path, pipeline: str) -> dict[str, Any] | None:
+    """The last status written, or None; an unsafe state dir is refused (ConfigError)."""
+    path = status_path(state_dir, pipeline)
+    if not check_dir(state_dir):
+        return None
     try:
-        data = json.loads(status_path(state_dir, pipeline).read_text())
-    except (FileNotFoundError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # missing, or a symlink planted in its place
+        return None
+    try:
+        with os.fdopen(fd) as handle:
+            data = json.load(handle)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -71,9 +94,13 @@ def read_status(state_dir: Path, pipeline: str) -> dict[str, Any] | None:
 def lock_is_held(state_dir: Path, pipeline: str) -> bool:
     """True when a live process holds the pipeline's lock (a run is in progress)."""
     path = pipeline_dir(state_dir, pipeline) / "lock"
-    if not path.exists():
+    if not check_dir(state_dir):
         return False
-    with open(path) as handle:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,12 +3,21 @@
 #
 #   scripts/postgres.sh start   # ensure running; prints the DSN on stdout
 #   scripts/postgres.sh stop    # stop it if running
-#   scripts/postgres.sh dsn     # print the DSN, no side effects
+#   scripts/postgres.sh dsn     # print the DSN of the existing cluster, no side effects
 #
 # We deliberately do NOT use the distro's system cluster (pg_ctlcluster /
 # port 5432): CI boxes have no systemd and developers may have their own
-# cluster there. Instead we run our own cluster in ${CIKLEK_PG_DIR} on
-# 127.0.0.1:${CIKLEK_PG_PORT}, tuned for speed rather than durability.
+# cluster there. Instead we run our own cluster on 127.0.0.1:${CIKLEK_PG_PORT},
+# tuned for speed rather than durability.
+#
+# Private, not merely throwaway: the cluster lives in a fresh `mktemp -d`
+# directory (mode 0700, so no other user can reach its data, socket or
+# secrets), TCP logins need the password of role `ciklek` (scram-sha-256), a
+# random password drawn once per cluster and kept owner-only in that
+# directory, and the superuser can log in only through the Unix socket inside
+# it. A pointer file (owner-only, in ~/.cache/ciklek) remembers the cluster,
+# so `start` is idempotent: the second call finds the running cluster and
+# prints the same DSN.
 #
 # Only stdout output is the DSN from `start`/`dsn`; everything else goes to
 # stderr so callers can do `DSN=$(scripts/postgres.sh start)`.
@@ -16,17 +25,16 @@
 # Exit codes: 0 ok, 1 failure, 2 usage, 3 PostgreSQL missing and we are not
 # root (so we can't apt-get it).
 set -euo pipefail
+umask 077
 
-PG_DIR="${CIKLEK_PG_DIR:-/tmp/ciklek-pg}"
 PG_PORT="${CIKLEK_PG_PORT:-54329}"
-# Unix sockets live in /tmp: the data dir's parent may not be writable by
-# the postgres user, and socket paths are limited to ~107 bytes.
-PG_SOCKDIR=/tmp
 DB_USER=ciklek
-DB_PASS=ciklek
 DB_NAME=ciklek_test
-DSN="postgresql://${DB_USER}:${DB_PASS}@127.0.0.1:${PG_PORT}/${DB_NAME}"
 WAIT_SECS=30
+# Where the pointer to the cluster lives: the user's own cache dir, never a shared path.
+USER_HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+STATE_HOME="${XDG_CACHE_HOME:-${USER_HOME:?cannot tell the home directory}/.cache}/ciklek"
+POINTER="$STATE_HOME/postgres.dir"
 
 log() { printf 'postgres.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -41,9 +49,6 @@ usage() {
 # (e.g. /root), so run everything from a neutral directory.
 cd /
 
-# Strip a trailing slash so the comparisons/derived paths below are stable.
-PG_DIR="${PG_DIR%/}"
-[[ "$PG_DIR" == /* ]] || die "CIKLEK_PG_DIR must be an absolute path (got '$PG_DIR')"
 [[ "$PG_PORT" =~ ^[0-9]+$ ]] || die "CIKLEK_PG_PORT must be numeric (got '$PG_PORT')"
 
 # PostgreSQL refuses to run as root, so as root we drop to the `postgres`
@@ -88,6 +93,50 @@ ensure_installed() {
     BINDIR="$(find_bindir)" || die "apt-get installed postgresql but pg_ctl is still missing"
 }
 
+# The cluster's private dir: $BASE/data (the data dir), $BASE/sock (Unix
+# socket), $BASE/password (role ciklek's password). Set by use_base.
+use_base() {
+    BASE="$1"
+    PG_DIR="$BASE/data"
+    PG_SOCKDIR="$BASE/sock"
+    PW_FILE="$BASE/password"
+}
+
+# A recorded cluster is used only if it is still what we made: a real
+# directory (not a symlink), owned by the cluster's OS user, mode 0700, with a
+# data dir and a password file.
+valid_base() {
+    local base="$1"
+    [[ "$base" == /* && -d "$base" && ! -L "$base" ]] || return 1
+    [[ "$(stat -c '%U %a' "$base")" == "$PG_OS_USER 700" ]] || return 1
+    [[ -f "$base/data/PG_VERSION" && -s "$base/password" && ! -L "$base/password" ]]
+}
+
+# The pointer file, if it names a valid cluster; prints its dir.
+recorded_base() {
+    local base
+    [[ -f "$POINTER" && ! -L "$POINTER" ]] || return 1
+    base="$(head -n 1 "$POINTER")"
+    valid_base "$base" || return 1
+    printf '%s\n' "$base"
+}
+
+remember_base() {
+    local tmp
+    tmp="$(mktemp "$STATE_HOME/.postgres.dir.XXXXXXXX")"
+    printf '%s\n' "$BASE" >"$tmp"
+    mv -f "$tmp" "$POINTER"
+}
+
+password() {
+    # Root can read the postgres-owned file; a developer reads their own.
+    head -n 1 "$PW_FILE"
+}
+
+dsn() {
+    printf 'postgresql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$(password)" "$PG_PORT" "$DB_NAME"
+}
+
 # Is $1 the PID of a live postgres process? Checking the command name (not
 # just kill -0) matters: in containers PIDs are small and get reused quickly,
 # so a postmaster.pid left by a killed run often points at some unrelated
@@ -124,39 +173,50 @@ clear_stale_locks() {
         pid="$(head -n 1 "$f" 2>/dev/null || true)"
         if ! is_live_postgres_pid "$pid"; then
             log "removing stale $f (pid ${pid:-?} is not a running postgres)"
-            # Best effort: a non-root user may not own a leftover socket lock.
             rm -f "$f" || true
         fi
     done
 }
 
-# initdb into a temp dir and rename it into place, so PG_DIR either holds a
-# complete cluster or doesn't exist. A run killed mid-initdb then leaves only
-# the temp dir, which we can safely wipe (we never rm -rf PG_DIR itself).
+# A new cluster in a fresh private dir: mktemp -d (0700), handed to the
+# postgres user when we are root; the password is drawn here, once. initdb
+# runs into a temp dir renamed into place, so $PG_DIR either holds a complete
+# cluster or does not exist.
 init_cluster() {
-    local parent tmp
-    parent="$(dirname "$PG_DIR")"
-    tmp="$PG_DIR.initdb-tmp"
-    mkdir -p "$parent"
-    rm -rf "$tmp"
-    mkdir -m 700 "$tmp"
+    local parent="${TMPDIR:-/tmp}" pw
+    use_base "$(mktemp -d "$parent/ciklek-pg.XXXXXXXXXX")"
+    # Unix socket paths are limited to ~107 bytes.
+    ((${#PG_SOCKDIR} < 80)) || die "socket path $PG_SOCKDIR is too long; set TMPDIR to a shorter dir"
     if [[ $IS_ROOT -eq 1 ]]; then
-        chown "$PG_OS_USER": "$tmp"
-        as_pg test -w "$tmp" \
-            || die "user $PG_OS_USER cannot reach $tmp (a parent dir is not traversable); pick another CIKLEK_PG_DIR"
+        chown "$PG_OS_USER": "$BASE"
+        as_pg test -w "$BASE" \
+            || die "user $PG_OS_USER cannot reach $BASE (a parent dir is not traversable); set TMPDIR"
     fi
+    pw="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    as_pg sh -c 'umask 077; mkdir "$1/sock" "$1/data.initdb-tmp"; printf "%s\n" "$2" > "$1/password"' \
+        _ "$BASE" "$pw"
     log "initdb $PG_DIR ($("$BINDIR/postgres" --version))"
-    # trust auth is fine: test-only cluster, loopback + unix socket only.
     # -U postgres gives the same superuser name whether run as root or not.
-    as_pg "$BINDIR/initdb" -D "$tmp" -U postgres --auth=trust \
+    as_pg "$BINDIR/initdb" -D "$BASE/data.initdb-tmp" -U postgres --auth=trust \
         --encoding=UTF8 --locale=C --no-sync >&2
-    mv "$tmp" "$PG_DIR"
+    # The superuser: only through the socket in our 0700 dir. Over TCP, only
+    # role ciklek, with its password.
+    as_pg sh -c 'cat > "$1/pg_hba.conf"' _ "$BASE/data.initdb-tmp" <<'HBA'
+local   all   postgres                 trust
+local   all   all                      scram-sha-256
+host    all   postgres   0.0.0.0/0     reject
+host    all   postgres   ::/0          reject
+host    all   all        127.0.0.1/32  scram-sha-256
+host    all   all        ::1/128       scram-sha-256
+HBA
+    as_pg mv "$BASE/data.initdb-tmp" "$PG_DIR"
+    remember_base
 }
 
 start_server() {
     local logfile="$PG_DIR/server.log"
     clear_stale_locks
-    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data $PG_DIR, log $logfile)"
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (dir $BASE, log $logfile)"
     # Settings are passed on the command line rather than written to
     # postgresql.conf so that an existing data dir picks up changes to this
     # script (and CIKLEK_PG_PORT) without re-initdb.
@@ -165,36 +225,38 @@ start_server() {
     # 9>&- : don't let the postmaster inherit our flock fd, or the
     # long-lived server would hold the start lock forever.
     if ! as_pg "$BINDIR/pg_ctl" -D "$PG_DIR" -l "$logfile" -w -t "$WAIT_SECS" \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_SOCKDIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_SOCKDIR -c unix_socket_permissions=0700 -c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
         start >&2 9>&-; then
         log "pg_ctl start failed; last lines of $logfile:"
         tail -n 20 "$logfile" >&2 || true
+        if [[ -f /tmp/ciklek-pg/postmaster.pid ]]; then
+            log "a cluster from an older postgres.sh (/tmp/ciklek-pg) may hold port $PG_PORT: stop it with" \
+                "'pg_ctl -D /tmp/ciklek-pg stop' (as its owner), or set CIKLEK_PG_PORT"
+        fi
         exit 1
     fi
 }
 
 wait_ready() {
     local deadline=$((SECONDS + WAIT_SECS))
-    until "$BINDIR/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres; do
+    until "$BINDIR/pg_isready" -q -h "$PG_SOCKDIR" -p "$PG_PORT" -d postgres; do
         ((SECONDS < deadline)) || die "server on 127.0.0.1:$PG_PORT not ready after ${WAIT_SECS}s"
         sleep 0.2
     done
 }
 
 # Idempotent: creates the role/database only if absent, and resets the
-# password so the DSN is valid even if someone changed it.
+# password so the DSN is valid even if someone changed it. The password goes
+# in through psql's standard input, never on a command line (ps would show it).
 ensure_role_and_db() {
-    "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKDIR" -p "$PG_PORT" -U postgres -d postgres \
-        >/dev/null <<SQL
-DO \$\$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER') THEN
-    CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASS';
-  ELSE
-    ALTER ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASS';
-  END IF;
-END
-\$\$;
+    as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
+        -h "$PG_SOCKDIR" -p "$PG_PORT" -U postgres -d postgres >/dev/null <<SQL
+\set pw '$(password)'
+SELECT format('CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD %L', :'pw')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER')
+\gexec
+SELECT format('ALTER ROLE $DB_USER LOGIN CREATEDB PASSWORD %L', :'pw')
+\gexec
 SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB_NAME')
 \gexec
@@ -206,23 +268,23 @@ cmd_start() {
     if [[ $IS_ROOT -eq 1 ]] && ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
         die "system user '$PG_OS_USER' missing (normally created by the postgresql package)"
     fi
+    mkdir -p -m 700 "$STATE_HOME"
 
     # Serialise concurrent starts (e.g. make -j) so two callers don't both
-    # initdb or both launch a postmaster on the same dir.
-    local lockfile="$PG_DIR.lock"
-    mkdir -p "$(dirname "$PG_DIR")"
-    exec 9>>"$lockfile"
-    flock -w 120 9 || die "timed out waiting for $lockfile"
+    # initdb or both launch a postmaster.
+    exec 9>>"$STATE_HOME/postgres.lock"
+    flock -w 120 9 || die "timed out waiting for $STATE_HOME/postgres.lock"
 
-    if [[ -d "$PG_DIR" && ! -f "$PG_DIR/PG_VERSION" ]]; then
-        die "$PG_DIR exists but is not a PostgreSQL data dir; remove it or set CIKLEK_PG_DIR"
-    fi
-    if [[ -f "$PG_DIR/PG_VERSION" ]]; then
+    local base
+    if base="$(recorded_base)"; then
+        use_base "$base"
         local have want
         have="$(cat "$PG_DIR/PG_VERSION")"
         want="$(basename "$(dirname "$BINDIR")")"
-        [[ "$have" == "$want" ]] \
-            || die "$PG_DIR was created by PostgreSQL $have but server $want is installed; remove it (rm -rf $PG_DIR)"
+        if [[ "$have" != "$want" ]]; then
+            log "$BASE was created by PostgreSQL $have but server $want is installed; making a new cluster"
+            init_cluster
+        fi
     else
         init_cluster
     fi
@@ -234,7 +296,7 @@ cmd_start() {
             log "reusing running server (pid $(pidfile_pid)) on port $PG_PORT"
         else
             log "server running on port $running_port, restarting on $PG_PORT"
-            cmd_stop
+            stop_server
             start_server
         fi
     else
@@ -243,25 +305,42 @@ cmd_start() {
 
     wait_ready
     ensure_role_and_db
-    echo "$DSN"
+    dsn
 }
 
-cmd_stop() {
-    if ! is_running; then
-        log "not running ($PG_DIR)"
-        return 0
-    fi
-    BINDIR="$(find_bindir)" || die "server running but pg_ctl not found"
-    log "stopping server in $PG_DIR"
+stop_server() {
     # fast = roll back open transactions instead of waiting for clients
     # (test processes may still hold connections).
     as_pg "$BINDIR/pg_ctl" -D "$PG_DIR" -m fast -w -t "$WAIT_SECS" stop >&2
+}
+
+cmd_stop() {
+    local base
+    if ! base="$(recorded_base)"; then
+        log "no cluster recorded in $POINTER"
+        return 0
+    fi
+    use_base "$base"
+    if ! is_running; then
+        log "not running ($BASE)"
+        return 0
+    fi
+    BINDIR="$(find_bindir)" || die "server running but pg_ctl not found"
+    log "stopping server in $BASE"
+    stop_server
+}
+
+cmd_dsn() {
+    local base
+    base="$(recorded_base)" || die "no cluster yet: run $0 start"
+    use_base "$base"
+    dsn
 }
 
 [[ $# -eq 1 ]] || usage
 case "$1" in
     start) cmd_start ;;
     stop) cmd_stop ;;
-    dsn) echo "$DSN" ;;
+    dsn) cmd_dsn ;;
     *) usage ;;
 esac

@@ -2,7 +2,10 @@
 
 A subprocess, not an in-process app, because the connector must be tested over a real socket:
 dropped connections, keep-alive and timeouts only exist there. The sandbox announces itself on
-its first stdout line, so start-up needs no polling and no fixed port.
+its first stdout line, so start-up needs no polling and no fixed port. That line carries the
+control token too: every control call below sends it (``X-Sandbox-Token``) with a JSON content
+type, so tests never talk to ``/_sandbox`` by hand. The sandbox is started with
+``--exit-with-parent``, so a killed test run leaves no server behind.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from typing import Any
 
 import httpx
 
+from connector.sandbox.config import key_fingerprint
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+TOKEN_HEADER = "X-Sandbox-Token"
 
 
 class SandboxProcess:
@@ -33,6 +39,7 @@ class SandboxProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.control = ""
+        self.control_token = ""
         self.keys: dict[str, list[str]] = {}
 
     @property
@@ -40,12 +47,25 @@ class SandboxProcess:
         """The first announced key (the full-scope default unless ``--key`` was given)."""
         return next(iter(self.keys))
 
+    @staticmethod
+    def fingerprint(key: str) -> str:
+        """How ``/stats`` names a key (``counted_today``): never the raw key."""
+        return key_fingerprint(key)
+
     def start(self) -> SandboxProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        cmd = [sys.executable, "-m", "connector.sandbox", "--port", "0", *self.flags]
+        cmd = [
+            sys.executable,
+            "-m",
+            "connector.sandbox",
+            "--port",
+            "0",
+            "--exit-with-parent",
+            *self.flags,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPO_ROOT)
         )
@@ -70,7 +90,13 @@ class SandboxProcess:
             raise RuntimeError(f"sandbox exited with {code} before announcing itself")
         info = json.loads(first)
         self.url, self.control, self.keys = info["url"], info["control"], info["keys"]
+        self.control_token = info["control_token"]
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def stop(self) -> None:
         proc = self.proc
@@ -99,8 +125,15 @@ class SandboxProcess:
         headers = {"Authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
+    def control_headers(self, method: str = "GET") -> dict[str, str]:
+        """What the control API requires: the token, and a JSON content type on POST/PATCH."""
+        headers = {TOKEN_HEADER: self.control_token}
+        if method.upper() in {"POST", "PATCH", "PUT"}:
+            headers["Content-Type"] = "application/json"
+        return headers
+
     def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.control}/stats", timeout=10)
+        response = self.control_request("GET", "stats")
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -108,12 +141,16 @@ class SandboxProcess:
     def control_post(self, path: str, **params_or_json: Any) -> Any:
         """POST to a control endpoint; ``json=`` sends a body, other kwargs are query params."""
         body = params_or_json.pop("json", None)
-        response = httpx.post(
-            f"{self.control}/{path.lstrip('/')}", params=params_or_json, json=body, timeout=10
-        )
+        kwargs: dict[str, Any] = {"params": params_or_json}
+        if body is not None:
+            kwargs["json"] = body
+        response = self.control_request("POST", path, **kwargs)
         response.raise_for_status()
         return response.json()
 
     def control_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any other control call (``GET``/``PATCH``/``DELETE`` on ``records/...``)."""
-        return httpx.request(method, f"{self.control}/{path.lstrip('/')}", timeout=10, **kwargs)
+        headers = {**self.control_headers(method), **kwargs.pop("headers", {})}
+        return httpx.request(
+            method, f"{self.control}/{path.lstrip('/')}", timeout=10, headers=headers, **kwargs
+        )

@@ -6,10 +6,16 @@ so a default changes in exactly one place.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 ALL_SCOPES: tuple[str, ...] = ("orders:read", "orders:write", "customers:read", "products:read")
 DEFAULT_KEY = "bsk_test_sandbox"
+
+
+def key_fingerprint(key: str) -> str:
+    """How ``/_sandbox/stats`` names a key: never the key itself (the connector's own format)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _default_keys() -> dict[str, tuple[str, ...]]:
@@ -39,7 +45,11 @@ class LimitConfig:
 
 @dataclass
 class SandboxConfig:
-    """How to build one sandbox: keys, dataset size, limits and faults."""
+    """How to build one sandbox: keys, dataset size, limits and faults.
+
+    ``control_token`` guards ``/_sandbox/*``; None draws a random one per app (read it back from
+    ``app.state.control_token``).
+    """
 
     keys: dict[str, tuple[str, ...]] = field(default_factory=_default_keys)
     seed: int = 42
@@ -49,3 +59,4 @@ class SandboxConfig:
     bad_records: float = 0.0
     limits: LimitConfig = field(default_factory=LimitConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    control_token: str | None = None

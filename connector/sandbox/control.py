@@ -2,21 +2,75 @@
 
 Tests and demos need to look behind the API (what did the connector send?), bend time (expire a
 window or a day without waiting) and change the world mid-sync (update, create, corrupt or
-delete records). None of this is authenticated, rate limited or counted: it is not the API.
+delete records). None of this is rate limited or counted: it is not the API.
+
+It is guarded all the same (``ControlGuard``), because a browser on the developer's machine can
+reach 127.0.0.1: a page could POST a form (CSRF) or rebind its own host name to 127.0.0.1 (DNS
+rebinding) and change the world behind a running sync. So every control call needs a loopback
+``Host`` (and ``Origin``, when sent), the per-start token from the start-up line in the
+``X-Sandbox-Token`` header (a custom header a page cannot send without a CORS preflight, which
+we never grant), and POST/PATCH bodies declared as JSON (forms and ``text/plain`` are refused).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .cursor import CursorCodec
 from .state import RESOURCES, SandboxState
 from .store import dump
+
+TOKEN_HEADER = "X-Sandbox-Token"
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
+
+
+def _hostname(authority: str) -> str:
+    """``127.0.0.1:8000`` / ``[::1]:8000`` / ``localhost`` -> the bare, lower-case host name."""
+    try:
+        return (urlsplit(f"//{authority}").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class ControlGuard:
+    """ASGI wrapper refusing control calls that a browser page (not a test) could have sent."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await _problem(*refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if _hostname(headers.get("host", "")) not in _LOOPBACK:
+            return 403, "the control API answers only a loopback Host (127.0.0.1 or localhost)"
+        origin = headers.get("origin")
+        if origin is not None and _hostname(origin.partition("://")[2]) not in _LOOPBACK:
+            return 403, "the control API refuses requests from a non-loopback Origin"
+        given = headers.get(TOKEN_HEADER.lower(), "")
+        if not secrets.compare_digest(given.encode(), self.token.encode()):
+            return 403, f"missing or wrong {TOKEN_HEADER} (it is printed in the start-up line)"
+        if scope["method"] in _BODY_METHODS:
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/json":
+                return 415, "control POST/PATCH bodies must be sent as application/json"
+        return None
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -2,7 +2,13 @@
 
 The sandbox binds its own socket (port 0 = any free port) before announcing itself, so the one
 JSON line on stdout is a promise that the URL accepts connections: a parent process reads that
-line and starts talking, with no polling and no port races.
+line and starts talking, with no polling and no port races. The line also carries the control
+token that ``/_sandbox/*`` requires (see ``control.py``).
+
+``--exit-with-parent`` (used by ``ciklek demo`` and the test harness) makes the sandbox stop when
+the process that started it dies, however it dies: a ``kill -9`` of the parent must not leave a
+server listening. The parent also asks the kernel for a SIGKILL on its death (Linux
+``PR_SET_PDEATHSIG``); the watchdog here is the portable fallback.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 
 import uvicorn
@@ -66,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate-rate", type=_rate, default=0.0, help="P(200 with cut JSON)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     p.add_argument("--bad-records", type=_rate, default=0.0, help="fraction of invalid records")
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the parent process dies (for programs that start the sandbox)",
+    )
     return p
 
 
@@ -105,9 +119,24 @@ def _bind(port: int) -> socket.socket:
     return sock
 
 
+def watch_parent(parent: int, interval: float = 0.25) -> threading.Thread:
+    """SIGTERM ourselves (a graceful stop) once `parent` is no longer our parent process."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the first stdout line is the JSON announcement."""
     args = parser().parse_args(list(argv) if argv is not None else None)
+    if args.exit_with_parent:
+        watch_parent(os.getppid())
     config = config_from_args(args)
     app = build_app(config)
     sock = _bind(args.port)
@@ -117,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "url": base + ROOT,
         "control": base + CONTROL_ROOT,
         "keys": {key: list(scopes) for key, scopes in config.keys.items()},
+        "control_token": app.state.control_token,
     }
     sys.stdout.write(json.dumps(announcement) + "\n")
     sys.stdout.flush()

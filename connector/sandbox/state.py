@@ -10,7 +10,7 @@ import gc
 import time
 from typing import Any
 
-from .config import SandboxConfig
+from .config import SandboxConfig, key_fingerprint
 from .cursor import CursorCodec
 from .data import DATA_END_US, generate
 from .faults import FaultInjector
@@ -125,7 +125,10 @@ class SandboxState:
             "requests": self.stats.requests,
             "by_status": dict(self.stats.by_status),
             "by_path": dict(self.stats.by_path),
-            "counted_today": self.limiter.counted_today(),
+            # keys by fingerprint only: the stats document is for logs and dashboards
+            "counted_today": {
+                key_fingerprint(key): n for key, n in self.limiter.counted_today().items()
+            },
             "bad_records": list(self.bad_records),
             "counts": {name: len(store) for name, store in self.stores.items()},
             "faults_injected": dict(self.faults.injected),

@@ -138,3 +138,61 @@ def test_since_until_bounds_are_utc_instants(text: str, expected: dt.datetime) -
 def test_a_bound_that_is_not_a_time_is_bad_input() -> None:
     with pytest.raises(ConfigError, match="--until 'yesterday'"):
         parse_bound("yesterday", "--until")
+
+
+# --- private files -------------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o777
+
+
+def test_ledger_files_are_owner_only_and_leave_no_temp_files(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # created by the first flush
+    led = ledger(home / "ledger.json", Clock(DAY1), flush_every=1)
+    charge(led, 2)
+    assert _mode(home) == 0o700
+    assert _mode(home / "ledger.json") == 0o600 and _mode(home / "ledger.lock") == 0o600
+    assert sorted(p.name for p in home.iterdir()) == ["ledger.json", "ledger.lock"]
+
+
+def test_a_symlink_planted_at_the_ledger_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "ledger.json").symlink_to(victim)
+    led = ledger(home / "ledger.json", Clock(DAY1), flush_every=1)
+    charge(led, 1)
+    assert victim.read_text() == "precious"
+    assert not (home / "ledger.json").is_symlink()
+    assert used_on(home / "ledger.json", "k1", "2026-11-27") == {"p": 1}
+
+
+def test_a_ledger_in_a_dir_others_can_write_is_refused_before_any_charge(tmp_path: Path) -> None:
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o777)
+    with pytest.raises(ConfigError, match="chmod 700"):
+        ledger(home / "ledger.json", Clock(DAY1))
+
+
+def test_request_log_record_takes_endpoint_and_status_only() -> None:
+    from connector.ledger import RequestLog
+
+    log = RequestLog()
+    log.record("/v1/orders", 429)
+    log.add_wait("/v1/orders", 2.5)
+    assert (log.requests, log.rate_limited, log.waited_seconds) == (1, 1, 2.5)
+    with pytest.raises(TypeError):
+        log.record("/v1/orders", 200, waited=1.0)  # type: ignore[call-arg]
+
+
+def test_a_hand_edited_ledger_of_the_wrong_shape_is_skipped_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_text(
+        json.dumps({"k1": {"2026-11-27": {"p": 4, "q": "x", "r": True}, "bad": 3}, "k2": []})
+    )
+    assert read_ledger(path) == {"k1": {"2026-11-27": {"p": 4}, "bad": {}}}
+    led = ledger(path, Clock(DAY1))
+    assert led.used_today == 4
