@@ -33,6 +33,7 @@ The exit-code table of the `ciklek` command lives here, once (`EXIT_CODES`); REA
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from dataclasses import dataclass
 
 
@@ -230,8 +231,12 @@ def exit_codes_markdown() -> str:
     return "\n".join(rows)
 
 
-def exit_codes_text() -> str:
-    """The table for `ciklek --help`: one line per code."""
-    lines = [f"  {e.code:>3}  {e.meaning}" for e in EXIT_CODES]
+def exit_codes_text(width: int = 88) -> str:
+    """The table for `ciklek --help`: one wrapped entry per code."""
+    lines = ["exit codes:"]
+    for e in EXIT_CODES:
+        lines += textwrap.wrap(
+            e.meaning, width, initial_indent=f"  {e.code:>3}  ", subsequent_indent=" " * 7
+        )
     precedence = ", ".join(map(str, EXIT_PRECEDENCE))
-    return "exit codes:\n" + "\n".join(lines) + f"\n  when several apply: {precedence}"
+    return "\n".join([*lines, f"  when several apply, the first of {precedence} wins"])
