@@ -79,6 +79,13 @@ class _Sink:
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid-reply (a deadline, a size cap) is expected here, not news."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class HostileServer:
     """`with HostileServer(respond) as server:` … `server.base_url`, `server.requests`."""
 
@@ -93,7 +100,7 @@ class HostileServer:
         self.requests: list[Seen] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         if tls is not None:
             self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
