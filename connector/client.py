@@ -546,8 +546,7 @@ class CiklekClient:
             )
         body = bytearray()
         for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > self.max_body_bytes:
+            if len(body) + len(chunk) > self.max_body_bytes:  # checked before copying it in
                 raise ContractViolation(
                     f"response body larger than the {self.max_body_bytes:,}-byte cap once "
                     "decoded (max_body_bytes; a page of 100 records is far smaller): a broken "
@@ -555,6 +554,7 @@ class CiklekClient:
                     status=response.status_code,
                     endpoint=endpoint,
                 )
+            body += chunk
             if self._monotonic() > deadline:
                 raise _DeadlinePassed
         if self._monotonic() > deadline:
