@@ -71,6 +71,7 @@ _FATAL: dict[int, type[ApiError]] = {
 }
 
 Record = dict[str, Any]  # one record as the API sent it: normalize.py types its fields
+Body = dict[str, Any]  # a parsed envelope, {"data", "meta"}; callers pick their fields
 Params = Mapping[str, str | int]
 
 
@@ -173,7 +174,7 @@ def _error_fields(body: object) -> tuple[str | None, str, object]:
     return (clean(str(code)) if code is not None else None), message, _cleaned(error.get("details"))
 
 
-def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> dict[str, Any]:
+def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Body:
     """Return the parsed body of a good response, or raise what the response means.
 
     - 2xx with JSON holding `data` → the body.
@@ -442,7 +443,7 @@ class CiklekClient:
         params: Params | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Body:
         """Send one logical request (retried as the policy says); return the parsed body."""
         endpoint = "/" + relative_path(path, "request path").strip("/")
         request = self._http.build_request(
@@ -451,7 +452,7 @@ class CiklekClient:
         self._require_under_base(request.url)
         tally = _Tally(endpoint)
 
-        def attempt() -> dict[str, Any]:
+        def attempt() -> Body:
             self._gate(endpoint)
             reply = self._send(request, tally)
             tally.last_status = reply.status
@@ -561,7 +562,7 @@ class CiklekClient:
             raise _DeadlinePassed
         return bytes(body)
 
-    def get(self, path: str, params: Params | None = None) -> dict[str, Any]:
+    def get(self, path: str, params: Params | None = None) -> Body:
         return self.request("GET", path, params=params)
 
     def fetch_page(
@@ -602,9 +603,7 @@ class CiklekClient:
             requested_after=after,
         )
 
-    def post(
-        self, path: str, body: object, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    def post(self, path: str, body: object, *, idempotency_key: str | None = None) -> Body:
         """POST with an Idempotency-Key made once per logical call and reused on every retry."""
         key = idempotency_key or str(uuid.uuid4())
         return self.request("POST", path, json_body=body, headers={"Idempotency-Key": key})
