@@ -1,7 +1,6 @@
 """The `ciklek` command: parses flags, calls sync/plan/status/check, maps errors to exit codes.
 
-Exit codes (see README): 0 completed, 1 a bug, 2 bad input (nothing sent), 3 credentials
-refused, 4 `--strict` and records were rejected, 75 try again later (progress kept).
+Exit codes: the one table is `connector.errors.EXIT_CODES` (README and `--help` show it).
 Every line we print passes through `scrub()`, so the API key can never reach a terminal or a
 log, whatever an exception happens to contain.
 """
@@ -30,6 +29,7 @@ from connector.errors import (
     MissingScope,
     TryLater,
     Unauthorized,
+    exit_codes_text,
 )
 
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ciklek",
         description="Sync Ciklek (orders, customers, products) into DuckDB or any dlt warehouse.",
         parents=[common],
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ciklek {connector.__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)

@@ -2,8 +2,13 @@
 
 Why one client: auth, throttling, the retry policy, request counting and the quota ledger must
 apply to every request the same way, whichever command sends it. The retry policy is tenacity
-strategies (`_wait`, `_stop`) fed by one classification function, `classify()`, which decides
-retriable vs fatal for every response.
+strategies (`_Policy.wait`, `_Policy.stop`) fed by one classification function, `classify()`,
+which decides retriable vs fatal for every response.
+
+Why it distrusts the server: every request URL is `base_url` + a relative path (the key goes
+nowhere else); a body is read as a stream under a size cap and an overall deadline, so a
+compression bomb or a trickled reply stops early; text from the server is escaped before it can
+reach a terminal, a log or a stored message.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import datetime as dt
 import gc
 import json
 import random
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,7 +33,10 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from connector.errors import (
     ApiError,
     BadRequest,
+    CertificateNotTrusted,
     CiklekUnavailable,
+    ConfigError,
+    ContractViolation,
     MissingScope,
     NotFound,
     QuotaExhausted,
@@ -36,10 +45,23 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.ledger import QuotaLedger, RequestLog
-from connector.settings import ApiKey, Settings, normalize_base_url
-from connector.throttle import RateLimiter, Sleep, limiter_for
+from connector.settings import (
+    ApiKey,
+    Settings,
+    is_plain_http_loopback,
+    normalize_base_url,
+    relative_path,
+)
+from connector.text import clean
+from connector.throttle import RateLimiter, Sleep, limiter_for, reset_instant
 
 USER_AGENT = "ciklek-connector/0.1 (+dlt)"
+# A page holds at most 100 records; 16 MiB decoded is 160 KB per record. A body beyond it is a
+# broken contract (or a compression bomb), stopped while streaming, before it fills memory.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# One gzip or deflate layer inflates at most ~1,000x per network read; `br`/`zstd` (if their
+# packages are installed) and stacked encodings have no such bound, so we never accept them.
+_ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _FATAL: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -47,6 +69,10 @@ _FATAL: dict[int, type[ApiError]] = {
     404: NotFound,
     422: ValidationFailed,
 }
+
+Record = dict[str, Any]  # one record as the API sent it: normalize.py types its fields
+Body = dict[str, Any]  # a parsed envelope, {"data", "meta"}; callers pick their fields
+Params = Mapping[str, str | int]
 
 
 class _Transient(Exception):
@@ -57,8 +83,12 @@ class _Transient(Exception):
         self.status = status
 
 
+class _DeadlinePassed(Exception):
+    """Internal: the request outlived `request_deadline_seconds` (a trickled body)."""
+
+
 class _RateLimited(Exception):
-    """Internal: a 429 `rate_limited`; retry at `reset_at` (None when unknown or past)."""
+    """Internal: a 429 `rate_limited`; retry at `reset_at` (None when unknown, past or absurd)."""
 
     def __init__(self, reset_at: float | None) -> None:
         super().__init__("rate limited")
@@ -69,11 +99,21 @@ class _RateLimited(Exception):
 class Page:
     """One list page: parsed records plus the cursor that fetched it (for cheap resumes)."""
 
-    records: list[dict[str, Any]]
+    records: list[Record]
     total: int | None
     page: int | None
     next_cursor: str | None
     requested_after: str | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, its body already read under the size cap and the deadline."""
+
+    status: int
+    reason: str
+    headers: httpx.Headers
+    content: bytes
 
 
 def _exact_int(text: str) -> int | Decimal:
@@ -87,11 +127,13 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19  # 19+ digits in a row may be an integer beyond 64 bits
 
 
-def parse_json(content: bytes) -> Any:
+def parse_json(content: bytes) -> object:
     """orjson for speed; stdlib json where integers could exceed 64 bits (they stay exact).
 
     orjson turns integers beyond 64 bits into floats *silently* (1e+38, not 10**38), so a body
     with any run of 19+ digits goes to the stdlib parser (a byte translate: ~1 µs per record).
+    Raises ValueError for anything unparseable, a body nested too deep for either parser
+    included (100,000 `[`): that is a garbled page, not a crash.
     """
     # A page is an acyclic tree: refcounting frees it, and pausing the cyclic GC while it is
     # built saves the full collections its thousands of containers would trigger (~40%).
@@ -104,33 +146,50 @@ def parse_json(content: bytes) -> Any:
             except orjson.JSONDecodeError:
                 pass
         return json.loads(content, parse_int=_exact_int)
+    except RecursionError:
+        raise ValueError("JSON nested too deep to parse") from None
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _error_fields(body: Any) -> tuple[str | None, str, Any]:
+def _cleaned(value: object) -> object:
+    """A server-supplied JSON value with every string's control characters escaped."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    if isinstance(value, dict):
+        return {clean(str(k)): _cleaned(v) for k, v in value.items()}
+    return value
+
+
+def _error_fields(body: object) -> tuple[str | None, str, object]:
+    """code, message, details of an error envelope, cleaned at ingestion (they get printed)."""
     error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return error.get("code"), str(error.get("message") or ""), error.get("details")
-    return None, "", None
+    if not isinstance(error, dict):
+        return None, "", None
+    code = error.get("code")
+    message = clean(str(error.get("message") or ""))
+    return (clean(str(code)) if code is not None else None), message, _cleaned(error.get("details"))
 
 
-def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: float) -> Any:
+def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Body:
     """Return the parsed body of a good response, or raise what the response means.
 
     - 2xx with JSON holding `data` → the body.
-    - 2xx whose body is not JSON or lacks `data` (truncated page, proxy page) → transient.
+    - 2xx whose body is not JSON (truncated, nested too deep) or lacks `data` → transient.
     - 429 `daily_quota_exceeded`, or a Reset further away than `max_wait` → QuotaExhausted:
       sleeping for hours is not a sync strategy.
-    - 429 otherwise → wait until X-RateLimit-Reset, then retry.
+    - 429 otherwise → wait until X-RateLimit-Reset, then retry (a Reset that is missing, past,
+      non-finite or absurd counts as unknown: a short back-off).
     - 5xx, 408, or a non-JSON page with another status (a proxy's 502) → transient.
     - 400/401/403/404/422 → the typed fatal error, never retried, JSON body or not (a
       gateway's HTML 401 still means the key was refused); other 3xx/4xx → ApiError, fatal.
     """
-    status = response.status_code
+    status = reply.status
     try:
-        body = parse_json(response.content)
+        body = parse_json(reply.content)
     except ValueError:
         body = None
     if 200 <= status < 300:
@@ -139,7 +198,7 @@ def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: f
         return body
     code, message, details = _error_fields(body)
     if status == 429:
-        reset = _reset_at(response)
+        reset = reset_instant(reply.headers.get("x-ratelimit-reset"), now)
         if code == "daily_quota_exceeded" or (reset is not None and reset - now > max_wait):
             resume = dt.datetime.fromtimestamp(reset, dt.UTC) if reset is not None else None
             when = f"; resume after {resume:%Y-%m-%dT%H:%MZ}" if resume else ""
@@ -152,18 +211,20 @@ def classify(response: httpx.Response, *, endpoint: str, now: float, max_wait: f
     if status >= 500 or status == 408 or (body is None and status < 300):
         raise _Transient(f"HTTP {status}{f' {code}' if code else ''}", status)
     error_type = _FATAL.get(status, ApiError)
-    message = message or response.reason_phrase or "error"
-    if error_type is MissingScope:
-        raise MissingScope(message, code=code, details=details, endpoint=endpoint, status=status)
+    message = message or clean(reply.reason) or "error"
     raise error_type(message, code=code, details=details, endpoint=endpoint, status=status)
 
 
-def _reset_at(response: httpx.Response) -> float | None:
-    raw = response.headers.get("x-ratelimit-reset")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind an httpx ConnectError, if that is the cause."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a bounded walk down __cause__/__context__
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def build_client(
@@ -186,6 +247,7 @@ def build_client(
         max_wait_seconds=settings.max_wait_seconds,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        request_deadline_seconds=settings.request_deadline_seconds,
         stop_event=stop_event,
     )
 
@@ -201,11 +263,91 @@ def ledger_for(settings: Settings, pipeline: str, max_requests: int | None = Non
     )
 
 
+@dataclass
+class _Tally:
+    """What one logical request has been through.
+
+    Failures are counted where they happen (in the attempt), not in the wait/stop strategies:
+    tenacity does not promise which of the two runs first, and the schedule must not depend on
+    it.
+    """
+
+    endpoint: str
+    transient: int = 0
+    rate_limited: int = 0
+    blind: int = 0  # 429s without a usable Reset: we cannot know when the window ends
+    last_status: int | None = None
+    last_reason: str = ""
+
+    def failed(self, reason: str, status: int | None) -> _Transient:
+        self.transient += 1
+        self.last_status, self.last_reason = status, reason
+        return _Transient(reason, status)
+
+    def unavailable(self) -> CiklekUnavailable:
+        return CiklekUnavailable(
+            f"{self.endpoint} still failing after {self.transient} attempts "
+            f"(last: {self.last_reason or self.last_status}); progress is kept, try again later",
+            endpoint=self.endpoint,
+            last_status=self.last_status,
+        )
+
+    def still_rate_limited(self) -> CiklekUnavailable:
+        return CiklekUnavailable(
+            f"{self.endpoint} still rate limited after {self.rate_limited} waits; "
+            "another user of this key may be using the whole allowance",
+            endpoint=self.endpoint,
+            last_status=429,
+        )
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """The retry policy of one logical request, as tenacity strategies over its tally."""
+
+    client: CiklekClient
+    tally: _Tally
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RateLimited):
+            if exc.reset_at is not None:
+                self.client.limiter.block_until(exc.reset_at)
+                return max(0.0, exc.reset_at - self.client.clock()) + self.client.jitter()
+            # Reset missing, past or absurd: short exponential, never a hot loop.
+            return self.client.backoff(self.tally.rate_limited)
+        return self.client.backoff(self.tally.transient)
+
+    def stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RateLimited):
+            # Waits for a known Reset are cheap and bounded by the window; blind ones get the
+            # transient budget, so a server that never says when costs seconds, not minutes.
+            return (
+                self.tally.rate_limited > self.client.max_rate_limit_waits
+                or self.tally.blind >= self.client.max_attempts
+            )
+        return self.tally.transient >= self.client.max_attempts
+
+    def sleep(self, seconds: float) -> None:
+        self.client.sleep(seconds)
+        self.client.log.add_wait(self.tally.endpoint, seconds)  # only waits that happened
+
+    def retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type((_Transient, _RateLimited)),
+            wait=self.wait,
+            stop=self.stop,
+            sleep=self.sleep,
+            reraise=True,
+        )
+
+
 class CiklekClient:
     """Authenticated, throttled, retrying access to the Ciklek API.
 
-    `sleep`, `jitter`, `clock` and `transport` are injectable so tests never wait and can
-    assert the exact wait schedule; `stop_event` makes every wait interruptible (SIGTERM).
+    `sleep`, `jitter`, `clock`, `monotonic` and `transport` are injectable so tests never wait
+    and can assert the exact wait schedule; `stop_event` makes every wait interruptible.
     """
 
     def __init__(
@@ -221,12 +363,15 @@ class CiklekClient:
         max_wait_seconds: float = 120.0,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        request_deadline_seconds: float = 120.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Sleep | None = None,
         jitter: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         stop_event: threading.Event | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)  # refuses plain HTTP off loopback
@@ -236,22 +381,31 @@ class CiklekClient:
         self.max_attempts = max_attempts
         self.max_rate_limit_waits = max_rate_limit_waits
         self.max_wait_seconds = max_wait_seconds
+        self.request_deadline_seconds = request_deadline_seconds
+        self.max_body_bytes = max_body_bytes
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.stop_event = stop_event if stop_event is not None else threading.Event()
-        self._jitter = jitter if jitter is not None else (lambda: random.uniform(0.0, 0.25))
-        self._clock = clock
+        self.jitter = jitter if jitter is not None else (lambda: random.uniform(0.0, 0.25))
+        self.clock = clock
+        self._monotonic = monotonic
         self._sleep_impl = sleep
+        self._timeouts = (connect_timeout, read_timeout)
+        self._base = httpx.URL(self.base_url + "/")
         self._http = httpx.Client(
-            base_url=self.base_url + "/",
+            base_url=self._base,
             headers={
                 "Authorization": f"Bearer {api_key.reveal()}",
                 "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
                 "User-Agent": USER_AGENT,
             },
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             transport=transport,
             follow_redirects=False,
+            # The sandbox on loopback over plain HTTP: HTTP_PROXY must never carry the key off
+            # this machine in clear text. (https keeps the environment: proxies, CA bundles.)
+            trust_env=not is_plain_http_loopback(self.base_url),
         )
 
     def __repr__(self) -> str:
@@ -276,9 +430,9 @@ class CiklekClient:
         elif self.stop_event.wait(max(0.0, seconds)):
             raise StopRequested("stop requested")
 
-    def _backoff(self, failures: int) -> float:
+    def backoff(self, failures: int) -> float:
         doubled: float = self.backoff_base * 2.0 ** (failures - 1)
-        return min(self.backoff_max, doubled) + self._jitter()
+        return min(self.backoff_max, doubled) + self.jitter()
 
     # ---- requests ------------------------------------------------------------------------
     def request(
@@ -286,103 +440,129 @@ class CiklekClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
+        params: Params | None = None,
+        json_body: object = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Any:
+    ) -> Body:
         """Send one logical request (retried as the policy says); return the parsed body."""
-        endpoint = "/" + path.strip("/")
-        counts = {"transient": 0, "rate_limited": 0}
-        last: dict[str, Any] = {"status": None, "reason": ""}
+        endpoint = "/" + relative_path(path, "request path").strip("/")
+        request = self._http.build_request(
+            method, endpoint.lstrip("/"), params=params, json=json_body, headers=headers
+        )
+        self._require_under_base(request.url)
+        tally = _Tally(endpoint)
 
-        # Failures are counted where they happen (in `attempt`), not in `wait`/`stop`: tenacity
-        # does not promise which of the two runs first, and the schedule must not depend on it.
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _RateLimited):
-                if exc.reset_at is not None:
-                    self.limiter.block_until(exc.reset_at)
-                    return max(0.0, exc.reset_at - self._clock()) + self._jitter()
-                # Reset missing or already past: short exponential, never a hot loop.
-                return self._backoff(counts["rate_limited"])
-            return self._backoff(counts["transient"])
-
-        def stop(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _RateLimited):
-                return counts["rate_limited"] > self.max_rate_limit_waits
-            return counts["transient"] >= self.max_attempts
-
-        def sleep(seconds: float) -> None:
-            self.sleep(seconds)
-            self.log.add_wait(endpoint, seconds)  # only waits that really happened
-
-        def attempt() -> Any:
-            if self.stop_event.is_set():
-                raise StopRequested("stop requested")
-            blocked = self.limiter.blocked_until()
-            if blocked is not None and blocked - self._clock() > self.max_wait_seconds:
-                # The key's allowance is spent until a Reset hours away (daily quota): stop now
-                # rather than let the limiter sleep until then.
-                resume = dt.datetime.fromtimestamp(blocked, dt.UTC)
-                raise QuotaExhausted(
-                    f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
-                    resume_at=resume,
-                )
-            waited = self.limiter.acquire(self.sleep)
-            if waited:
-                self.log.add_wait(endpoint, waited)
-            if self.quota is not None:
-                self.quota.charge()
-            try:
-                response = self._http.request(
-                    method, endpoint.lstrip("/"), params=params, json=json_body, headers=headers
-                )
-            except httpx.TransportError as exc:
-                self.log.record(endpoint, type(exc).__name__)
-                last.update(status=None, reason=type(exc).__name__)
-                counts["transient"] += 1
-                raise _Transient(f"{type(exc).__name__} (connection problem)", None) from None
-            self.log.record(endpoint, response.status_code)
-            self.limiter.observe(response.headers)
-            last.update(status=response.status_code)
+        def attempt() -> Body:
+            self._gate(endpoint)
+            reply = self._send(request, tally)
+            tally.last_status = reply.status
             try:
                 return classify(
-                    response, endpoint=endpoint, now=self._clock(), max_wait=self.max_wait_seconds
+                    reply, endpoint=endpoint, now=self.clock(), max_wait=self.max_wait_seconds
                 )
             except _Transient as exc:
-                last["reason"] = str(exc)
-                counts["transient"] += 1
-                raise
-            except _RateLimited:
-                counts["rate_limited"] += 1
+                raise tally.failed(str(exc), reply.status) from None
+            except _RateLimited as exc:
+                tally.rate_limited += 1
+                tally.blind += int(exc.reset_at is None)
                 raise
 
-        retrying = Retrying(
-            retry=retry_if_exception_type((_Transient, _RateLimited)),
-            wait=wait,
-            stop=stop,
-            sleep=sleep,
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return _Policy(self, tally).retrying()(attempt)
         except _Transient:
-            raise CiklekUnavailable(
-                f"{endpoint} still failing after {counts['transient']} attempts "
-                f"(last: {last['reason'] or last['status']}); progress is kept, try again later",
-                endpoint=endpoint,
-                last_status=last["status"],
-            ) from None
+            raise tally.unavailable() from None
         except _RateLimited:
-            raise CiklekUnavailable(
-                f"{endpoint} still rate limited after {counts['rate_limited']} waits; "
-                "another user of this key may be using the whole allowance",
-                endpoint=endpoint,
-                last_status=429,
-            ) from None
+            raise tally.still_rate_limited() from None
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+    def _require_under_base(self, url: httpx.URL) -> None:
+        """The one URL rule, checked on the URL about to be sent: base_url + a relative path."""
+        base = self._base
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port) or not (
+            url.raw_path.startswith(base.raw_path)
+        ):
+            raise ConfigError(f"refusing a request outside base_url {self.base_url!r}")
+
+    def _gate(self, endpoint: str) -> None:
+        """Before each attempt: a stop request, a key blocked for hours, the limiter, the ledger."""
+        if self.stop_event.is_set():
+            raise StopRequested("stop requested")
+        blocked = self.limiter.blocked_until()
+        if blocked is not None and blocked - self.clock() > self.max_wait_seconds:
+            # The key's allowance is spent until a Reset hours away (daily quota): stop now
+            # rather than let the limiter sleep until then.
+            resume = dt.datetime.fromtimestamp(blocked, dt.UTC)
+            raise QuotaExhausted(
+                f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
+                resume_at=resume,
+            )
+        waited = self.limiter.acquire(self.sleep)
+        if waited:
+            self.log.add_wait(endpoint, waited)
+        if self.quota is not None:
+            self.quota.charge()
+
+    def _send(self, request: httpx.Request, tally: _Tally) -> Reply:
+        """One HTTP exchange under the overall deadline; transport trouble becomes transient."""
+        endpoint = tally.endpoint
+        deadline = self._monotonic() + self.request_deadline_seconds
+        connect, read = (min(t, self.request_deadline_seconds) for t in self._timeouts)
+        request.extensions["timeout"] = httpx.Timeout(read, connect=connect).as_dict()
+        status: int | None = None
+        try:
+            response = self._http.send(request, stream=True)
+            status = response.status_code
+            try:
+                content = self._read_body(response, endpoint, deadline)
+            finally:
+                response.close()
+        except httpx.TransportError as exc:
+            failure = _certificate_failure(exc)
+            if failure is not None:
+                raise CertificateNotTrusted(
+                    f"certificate not trusted: check SSL_CERT_FILE / your proxy "
+                    f"({self._base.host}: {clean(failure.verify_message or str(failure))})"
+                ) from None
+            self.log.record(endpoint, type(exc).__name__)
+            raise tally.failed(f"{type(exc).__name__} (connection problem)", None) from None
+        except httpx.DecodingError:  # a gzip body that does not inflate: a garbled page
+            self.log.record(endpoint, "DecodingError")
+            raise tally.failed("a body that does not decode", status) from None
+        except _DeadlinePassed:
+            self.log.record(endpoint, "DeadlineExceeded")
+            reason = f"over the {self.request_deadline_seconds:g} s request_deadline_seconds"
+            raise tally.failed(reason, status) from None
+        self.log.record(endpoint, response.status_code)
+        self.limiter.observe(response.headers)
+        return Reply(response.status_code, response.reason_phrase, response.headers, content)
+
+    def _read_body(self, response: httpx.Response, endpoint: str, deadline: float) -> bytes:
+        """The decoded body, streamed: stops at the size cap and at the overall deadline."""
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in _ACCEPTED_ENCODINGS:
+            raise ContractViolation(
+                f"Content-Encoding {clean(encoding)!r} was not asked for (gzip, deflate): its "
+                "decoded size cannot be bounded",
+                status=response.status_code,
+                endpoint=endpoint,
+            )
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            if len(body) + len(chunk) > self.max_body_bytes:  # checked before copying it in
+                raise ContractViolation(
+                    f"response body larger than the {self.max_body_bytes:,}-byte cap once "
+                    "decoded (max_body_bytes; a page of 100 records is far smaller): a broken "
+                    "contract or a compression bomb",
+                    status=response.status_code,
+                    endpoint=endpoint,
+                )
+            body += chunk
+            if self._monotonic() > deadline:
+                raise _DeadlinePassed
+        if self._monotonic() > deadline:
+            raise _DeadlinePassed
+        return bytes(body)
+
+    def get(self, path: str, params: Params | None = None) -> Body:
         return self.request("GET", path, params=params)
 
     def fetch_page(
@@ -393,8 +573,9 @@ class CiklekClient:
         after: str | None = None,
         updated_since: str | None = None,
     ) -> Page:
-        """One list page. `data: null` is an empty page; any other non-list `data` is fatal."""
-        params: dict[str, Any] = {"limit": limit}
+        """One list page. `data: null` is an empty page; any other non-list `data`, or more
+        records than `limit`, is a broken contract (ContractViolation, never retried)."""
+        params: dict[str, str | int] = {"limit": limit}
         if after is not None:
             params["after"] = after
         if updated_since is not None:
@@ -402,37 +583,34 @@ class CiklekClient:
         body = self.get(path, params)
         data = body.get("data")
         data = [] if data is None else data
-        meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+        endpoint = "/" + path.strip("/")
         if not isinstance(data, list):
-            raise ApiError("list endpoint returned a non-list `data`", status=200, endpoint=path)
-        next_cursor = meta.get("next_cursor")
+            raise ContractViolation("list endpoint returned a non-list `data`", endpoint=endpoint)
+        if len(data) > limit:
+            raise ContractViolation(
+                f"{len(data)} records on one page for limit={limit}: more records per page "
+                "than the limit the API was sent",
+                endpoint=endpoint,
+            )
+        meta = body.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
+        next_cursor, total, page = meta.get("next_cursor"), meta.get("total"), meta.get("page")
         return Page(
             records=data,
-            total=meta.get("total") if isinstance(meta.get("total"), int) else None,
-            page=meta.get("page") if isinstance(meta.get("page"), int) else None,
+            total=total if isinstance(total, int) else None,
+            page=page if isinstance(page, int) else None,
             next_cursor=str(next_cursor) if next_cursor not in (None, "") else None,
             requested_after=after,
         )
 
-    def paginate(
-        self, path: str, *, limit: int, updated_since: str | None = None, after: str | None = None
-    ) -> Iterator[Page]:
-        """Follow `meta.next_cursor` until it is null."""
-        while True:
-            page = self.fetch_page(path, limit=limit, after=after, updated_since=updated_since)
-            yield page
-            if page.next_cursor is None:
-                return
-            after = page.next_cursor
-
-    def post(self, path: str, body: Any, *, idempotency_key: str | None = None) -> Any:
+    def post(self, path: str, body: object, *, idempotency_key: str | None = None) -> Body:
         """POST with an Idempotency-Key made once per logical call and reused on every retry."""
         key = idempotency_key or str(uuid.uuid4())
         return self.request("POST", path, json_body=body, headers={"Idempotency-Key": key})
 
     def create_order(
-        self, order: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+        self, order: Mapping[str, object], *, idempotency_key: str | None = None
+    ) -> Record:
         """Create an order; a retried call never creates a duplicate."""
         body = self.post("orders", dict(order), idempotency_key=idempotency_key)
         data = body["data"]

@@ -7,25 +7,34 @@ words, never from request headers.
 
     CiklekError                      base of everything we raise on purpose
     ├── ConfigError                  bad input or configuration found before any request (exit 2)
+    │   └── CertificateNotTrusted    TLS verification failed: a CA bundle or proxy to fix (exit 2)
     ├── ApiError                     an error envelope from the server (fatal, never retried)
     │   ├── BadRequest               400
     │   ├── Unauthorized             401 (exit 3)
     │   ├── MissingScope             403 (exit 3 when the user named the resource)
     │   ├── NotFound                 404
-    │   └── ValidationFailed         422, carries `details`
+    │   ├── ValidationFailed         422, carries `details`
+    │   └── ContractViolation        a 2xx answer that breaks the contract (fatal, exit 1)
     ├── TryLater                     stop cleanly, progress kept (exit 75)
     │   ├── QuotaExhausted           daily quota spent / reset too far away; carries `resume_at`
     │   ├── BudgetSpent              our own daily budget or --max-requests reached
     │   ├── CiklekUnavailable        transient failures outlived the retry budget
     │   ├── LockHeld                 another run of the same pipeline is running
     │   └── StopRequested            SIGTERM / SIGINT
-    └── ContractViolation            the data broke an assumption we cannot quarantine around
+
+ContractViolation is an ApiError (status 200) so that every caller which stops a resource on an
+API error stops it on a broken contract too, and the exit code stays 1 ("a bug or an API
+change: report it"); catch it before ApiError to treat it differently.
+
+The exit-code table of the `ciklek` command lives here, once (`EXIT_CODES`); README's
+"Exit codes" section is checked against it by tests/unit/test_exit_codes.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import textwrap
+from dataclasses import dataclass
 
 
 class CiklekError(Exception):
@@ -34,6 +43,13 @@ class CiklekError(Exception):
 
 class ConfigError(CiklekError):
     """Bad input or configuration, detected before a single request was sent."""
+
+
+class CertificateNotTrusted(ConfigError):
+    """The server's TLS certificate failed verification: never an outage to retry (75).
+
+    A failed check may be an interception; a person must look at the CA bundle or the proxy.
+    """
 
 
 class ApiError(CiklekError):
@@ -47,7 +63,7 @@ class ApiError(CiklekError):
         *,
         status: int | None = None,
         code: str | None = None,
-        details: Any = None,
+        details: object = None,
         endpoint: str | None = None,
     ) -> None:
         self.status = status if status is not None else type(self).status
@@ -79,11 +95,14 @@ class MissingScope(ApiError):
         *,
         scope: str | None = None,
         resource: str | None = None,
-        **kwargs: Any,
+        status: int | None = None,
+        code: str | None = None,
+        details: object = None,
+        endpoint: str | None = None,
     ) -> None:
         self.scope = scope
         self.resource = resource
-        super().__init__(message, **kwargs)
+        super().__init__(message, status=status, code=code, details=details, endpoint=endpoint)
 
 
 class NotFound(ApiError):
@@ -133,9 +152,91 @@ class StopRequested(TryLater):
     """SIGTERM or SIGINT arrived: finish the current chunk and stop."""
 
 
-class ContractViolation(CiklekError):
-    """The API broke an assumption in a way quarantine cannot absorb (e.g. a page without data)."""
+class ContractViolation(ApiError):
+    """A 2xx answer that breaks the API contract in a way quarantine cannot absorb.
+
+    `data` that is not a list, more records than `limit`, a body beyond the size cap, an
+    encoding we did not ask for: retrying the same request would get the same answer.
+    """
+
+    status = 200
 
 
-# Exit codes of the `ciklek` command (README "Exit codes"); precedence 1 > 3 > 75 > 4 > 0.
+# ---- exit codes of the `ciklek` command: the one table (README "Exit codes" must match) ----
+
 EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """One row of the exit-code table: what the code means and what a scheduler should do."""
+
+    code: int
+    meaning: str
+    action: str
+
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(
+        EXIT_OK,
+        "completed (resources skipped because the key lacks their scope, and you did not name "
+        "them, are listed in the summary)",
+        "nothing",
+    ),
+    ExitCode(
+        EXIT_BUG,
+        "unexpected failure (a bug): the message says where to report it; `--debug` shows the "
+        "traceback",
+        "alert a human",
+    ),
+    ExitCode(
+        EXIT_CONFIG,
+        "bad input or configuration, found before any request was sent (a TLS certificate "
+        "that is not trusted included)",
+        "fix the config",
+    ),
+    ExitCode(
+        EXIT_AUTH,
+        "credentials refused: 401, or 403 on a resource named in `--resources`",
+        "fix the key",
+    ),
+    ExitCode(
+        EXIT_STRICT,
+        "completed, but `--strict` and records were rejected (see `_ciklek_rejects`)",
+        "look at the rejects",
+    ),
+    ExitCode(
+        EXIT_TEMPFAIL,
+        "try again later, progress kept: daily quota or run budget spent, API still unavailable "
+        "after retries, another run of the same pipeline holds the lock, or stopped by "
+        "SIGTERM/SIGINT",
+        "retry later (EX_TEMPFAIL)",
+    ),
+)
+
+# When several apply, the first of these wins (code 2 stands alone: nothing was sent).
+EXIT_PRECEDENCE: tuple[int, ...] = (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT, EXIT_OK)
+
+
+def exit_codes_markdown() -> str:
+    """The table and its precedence line exactly as README's "Exit codes" section shows them."""
+    rows = [
+        "| code | meaning | what a scheduler should do |",
+        "|---|---|---|",
+        *(f"| {e.code} | {e.meaning} | {e.action} |" for e in EXIT_CODES),
+        "",
+        f"When several apply, the first of {', '.join(map(str, EXIT_PRECEDENCE))} wins. "
+        "Code 2 stands alone: nothing was sent.",
+    ]
+    return "\n".join(rows)
+
+
+def exit_codes_text(width: int = 88) -> str:
+    """The table for `ciklek --help`: one wrapped entry per code."""
+    lines = ["exit codes:"]
+    for e in EXIT_CODES:
+        lines += textwrap.wrap(
+            e.meaning, width, initial_indent=f"  {e.code:>3}  ", subsequent_indent=" " * 7
+        )
+    precedence = ", ".join(map(str, EXIT_PRECEDENCE))
+    return "\n".join([*lines, f"  when several apply, the first of {precedence} wins"])

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from dlt.common.configuration import configspec, resolve_configuration
 from dlt.common.configuration.exceptions import ConfigurationException
@@ -24,11 +25,15 @@ from dlt.common.typing import TSecretStrValue
 
 from connector.catalogue import RESOURCE_NAMES, ResourceSpec, build_catalogue, parse_name_list
 from connector.errors import ConfigError
+from connector.text import clean_output
 
 DEFAULT_BASE_URL = "https://api.ciklek.com/v1"
 MAX_PAGE_SIZE = 100  # the contract: limit is 1..100
 DOCUMENTED_PER_MINUTE = 120
 DOCUMENTED_PER_DAY = 50_000
+# dlt coerces a configspec field to its type hint; these take a list *or* a string *or* a table
+# as the user wrote it, so they are left to our own parsers (parse_name_list, build_catalogue).
+AsWritten = Any
 
 
 @configspec
@@ -38,7 +43,7 @@ class CiklekConfiguration(BaseConfiguration):
     api_key: TSecretStrValue | None = None
     base_url: str = DEFAULT_BASE_URL
     page_size: int = 100
-    resources: Any | None = None
+    resources: AsWritten | None = None
     requests_per_minute: int = DOCUMENTED_PER_MINUTE
     daily_quota: int = DOCUMENTED_PER_DAY
     quota_reserve: int = 2_500
@@ -51,11 +56,12 @@ class CiklekConfiguration(BaseConfiguration):
     checkpoint_pages: int = 100
     checkpoint_seconds: float = 60.0
     lookback_seconds: float = 0.0
-    money_fields: Any | None = None
-    exclude_fields: Any | None = None
-    catalogue: dict[str, Any] | None = None
+    money_fields: AsWritten | None = None
+    exclude_fields: AsWritten | None = None
+    catalogue: dict[str, AsWritten] | None = None
     state_dir: str | None = None
     progress_interval_seconds: float = 10.0
+    request_deadline_seconds: float = 120.0
 
 
 _KNOWN_SECRETS: set[str] = set()
@@ -70,10 +76,11 @@ def register_secret(value: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """Replace every known secret in `text` with ***: the last line of defence for output."""
+    """The last line of defence for anything printed, logged or stored: every known secret
+    becomes ***, and control characters (a server's ESC, OSC 52, BEL, CR) are escaped."""
     for secret in _KNOWN_SECRETS:
         text = text.replace(secret, "***")
-    return text
+    return clean_output(text)
 
 
 class ApiKey:
@@ -121,7 +128,7 @@ class Settings:
     lookback_seconds: float
     state_dir: Path
     progress_interval_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    request_deadline_seconds: float = 120.0
 
     def require_key(self) -> ApiKey:
         if self.api_key is None or not self.api_key.reveal().strip():
@@ -133,17 +140,84 @@ class Settings:
 
 
 def normalize_base_url(url: str) -> str:
-    """Strip a trailing slash and refuse plain HTTP except on loopback (the key would leak)."""
+    """Strip a trailing slash; refuse what would send the key somewhere it should not go.
+
+    Plain HTTP only on loopback (the key would travel in clear text). No user info: httpx
+    would swap our bearer header for Basic auth with it, and the password would show in logs.
+    No query or fragment: every request URL is this base plus a relative path, nothing else.
+    Messages show the URL with any user info replaced by ***.
+    """
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"base_url {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced [ in the host
+        raise ConfigError(f"base_url {_redacted(url)!r} is not a valid URL") from None
+    if parts.password:
+        register_secret(parts.password)
+    shown = _redacted(url)
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"base_url {shown!r} is not an http(s) URL")
+    if "@" in parts.netloc:
         raise ConfigError(
-            f"base_url {url!r} uses plain HTTP; the API key would travel in clear text. "
+            f"base_url {shown!r} contains user info (user:password@); remove it: the API key "
+            "goes in api_key / SOURCES__CIKLEK__API_KEY"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(
+            f"base_url {shown!r} has a query or fragment; give scheme, host and path only "
+            "(https://api.ciklek.com/v1)"
+        )
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"base_url {shown!r} uses plain HTTP; the API key would travel in clear text. "
             "Use https:// (plain http is allowed only for loopback hosts such as the sandbox)"
         )
     return url
+
+
+def is_plain_http_loopback(base_url: str) -> bool:
+    """A sandbox-style base URL: plain HTTP to this machine, which no proxy should ever see."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "http" and _is_loopback(parts.hostname or "")
+
+
+def relative_path(path: str, setting: str) -> str:
+    """`path` as the relative part of a request URL, or ConfigError (exit 2).
+
+    The one URL rule: every request goes to base_url + a relative path. A path with a scheme
+    (`http://elsewhere/steal`), a host, or a leading `//` or backslash would send the key to
+    another host, perhaps in clear text.
+    """
+    try:
+        parts: SplitResult | None = urlsplit(path)
+    except ValueError:
+        parts = None
+    stripped = path.strip()
+    if (
+        parts is None
+        or parts.scheme
+        or parts.netloc
+        or stripped.startswith("//")
+        or "\\" in path
+        or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path)
+    ):
+        raise ConfigError(
+            f"{setting} {clean_output(path)!r} is not a relative path; give the path below "
+            'base_url only (e.g. "orders"), never a scheme or a host'
+        )
+    return path
+
+
+def _redacted(url: str) -> str:
+    """`url` with anything before an @ in its authority replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.split("@", 1)[-1] if "@" in url else url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{tail}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -166,7 +240,7 @@ def _positive(name: str, value: float, minimum: float = 1) -> None:
         raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(**overrides: object) -> Settings:
     """Resolve `[sources.ciklek]` through dlt's providers, apply CLI overrides, validate.
 
     Raises ConfigError (exit 2) with one line naming the setting and what to do.
@@ -175,7 +249,7 @@ def load_settings(**overrides: Any) -> Settings:
         raw = resolve_configuration(CiklekConfiguration(), sections=("sources", "ciklek"))
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {_first_line(exc)}") from None
-    values: dict[str, Any] = {k: getattr(raw, k) for k in raw}
+    values: dict[str, object] = {k: getattr(raw, k) for k in raw}
     values.update({k: v for k, v in overrides.items() if v is not None})
 
     page_size = _as_int("page_size", values["page_size"])
@@ -183,11 +257,14 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"page_size must be between 1 and {MAX_PAGE_SIZE} (the API's limit), got {page_size}"
         )
+    overrides_table = values.get("catalogue")
     catalogue = build_catalogue(
-        values.get("catalogue"),
+        overrides_table if isinstance(overrides_table, Mapping) else None,
         money_fields=parse_name_list(values.get("money_fields"), "money_fields"),
         exclude_fields=parse_name_list(values.get("exclude_fields"), "exclude_fields"),
     )
+    for name, spec in catalogue.items():
+        relative_path(spec.path, f"catalogue.{name}.path")  # the one URL rule, at start-up
     names = parse_name_list(values.get("resources"), "resources")
     unknown = [n for n in names if n not in catalogue]
     if unknown:
@@ -195,59 +272,88 @@ def load_settings(**overrides: Any) -> Settings:
             f"unknown resource {', '.join(map(repr, unknown))}; valid resources: "
             f"{', '.join(RESOURCE_NAMES)}"
         )
-    resources = tuple(dict.fromkeys(names)) if names else tuple(catalogue)
-
-    daily_quota = _as_int("daily_quota", values["daily_quota"])
-    budget_raw = values.get("daily_request_budget")
-    reserve = _as_int("quota_reserve", values["quota_reserve"])
-    budget = (
-        _as_int("daily_request_budget", budget_raw)
-        if budget_raw is not None
-        else daily_quota - reserve
-    )
-    _positive("daily_request_budget", budget)
-    for name in ("requests_per_minute", "max_attempts", "checkpoint_pages"):
-        _positive(name, _as_int(name, values[name]))
-    for name in ("max_wait_seconds", "connect_timeout", "read_timeout", "checkpoint_seconds"):
-        _positive(name, float(values[name]), 0.001)
-    if float(values["lookback_seconds"]) < 0:
+    ints = {name: _as_int(name, values[name]) for name in _POSITIVE_INTS}
+    floats = {name: _as_float(name, values[name]) for name in _POSITIVE_FLOATS}
+    for name, number in (*ints.items(), *floats.items()):
+        _positive(name, number, 1 if name in _POSITIVE_INTS else 0.001)
+    if _as_float("lookback_seconds", values["lookback_seconds"]) < 0:
         raise ConfigError("lookback_seconds must be 0 or more")
-
-    key = str(values.get("api_key") or "").strip()  # a pasted key often ends in a newline
-    if any(ch.isspace() for ch in key):
-        raise ConfigError("api_key contains whitespace; paste the key exactly as the Portal shows")
     state_dir = values.get("state_dir")
     return Settings(
-        api_key=ApiKey(key) if key else None,
+        api_key=_api_key(values.get("api_key")),
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
-        resources=resources,
+        resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),
         resources_named=bool(names),
         catalogue=catalogue,
-        requests_per_minute=_as_int("requests_per_minute", values["requests_per_minute"]),
-        daily_request_budget=budget,
-        max_wait_seconds=float(values["max_wait_seconds"]),
-        max_attempts=_as_int("max_attempts", values["max_attempts"]),
+        daily_request_budget=_daily_budget(values),
         max_rate_limit_waits=_as_int("max_rate_limit_waits", values["max_rate_limit_waits"]),
-        connect_timeout=float(values["connect_timeout"]),
-        read_timeout=float(values["read_timeout"]),
-        checkpoint_pages=_as_int("checkpoint_pages", values["checkpoint_pages"]),
-        checkpoint_seconds=float(values["checkpoint_seconds"]),
-        lookback_seconds=float(values["lookback_seconds"]),
-        state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
-        progress_interval_seconds=float(values["progress_interval_seconds"]),
+        lookback_seconds=_as_float("lookback_seconds", values["lookback_seconds"]),
+        state_dir=Path(str(state_dir)).expanduser() if state_dir else default_state_dir(),
+        progress_interval_seconds=_as_float(
+            "progress_interval_seconds", values["progress_interval_seconds"]
+        ),
+        requests_per_minute=ints["requests_per_minute"],
+        max_attempts=ints["max_attempts"],
+        checkpoint_pages=ints["checkpoint_pages"],
+        max_wait_seconds=floats["max_wait_seconds"],
+        connect_timeout=floats["connect_timeout"],
+        read_timeout=floats["read_timeout"],
+        checkpoint_seconds=floats["checkpoint_seconds"],
+        request_deadline_seconds=floats["request_deadline_seconds"],
     )
 
 
-def _as_int(name: str, value: Any) -> int:
+_POSITIVE_INTS = ("requests_per_minute", "max_attempts", "checkpoint_pages")
+_POSITIVE_FLOATS = (
+    "max_wait_seconds",
+    "connect_timeout",
+    "read_timeout",
+    "checkpoint_seconds",
+    "request_deadline_seconds",
+)
+
+
+def _api_key(value: object) -> ApiKey | None:
+    key = str(value or "").strip()  # a pasted key often ends in a newline
+    if any(ch.isspace() for ch in key):
+        raise ConfigError("api_key contains whitespace; paste the key exactly as the Portal shows")
+    return ApiKey(key) if key else None
+
+
+def _daily_budget(values: Mapping[str, object]) -> int:
+    """`daily_request_budget`, else the documented quota minus the reserve for other users."""
+    raw = values.get("daily_request_budget")
+    if raw is not None:
+        budget = _as_int("daily_request_budget", raw)
+    else:
+        quota = _as_int("daily_quota", values["daily_quota"])
+        budget = quota - _as_int("quota_reserve", values["quota_reserve"])
+    _positive("daily_request_budget", budget)
+    return budget
+
+
+def _as_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
     try:
-        if isinstance(value, bool):
-            raise ValueError
         if isinstance(value, float) and not value.is_integer():
             raise ValueError
         return int(value)
-    except (TypeError, ValueError):
+    except (OverflowError, ValueError):
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _as_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number != number:  # NaN compares false with every bound
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    return number
 
 
 def _first_line(exc: BaseException) -> str:

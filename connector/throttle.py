@@ -18,6 +18,30 @@ from collections.abc import Callable, Mapping
 
 Sleep = Callable[[float], None]
 _RESYNC_PAUSE = 0.05  # seconds to wait for a response's headers when the allowance is reserved
+# The furthest a believable Reset lies: the daily window ends at the next 00:00 UTC (< 1 day);
+# a day of slack covers clock skew. Anything later (1e20, a huge integer) is treated as missing.
+MAX_RESET_AHEAD = 2 * 86_400.0
+# The earliest: an epoch before 2001 is no Reset of this API (a negative, or seconds-until).
+MIN_RESET = 1_000_000_000.0
+
+
+def reset_instant(value: str | None, now: float) -> float | None:
+    """`X-RateLimit-Reset` as a unix time, or None when missing or not believable.
+
+    Not finite (`inf`, `nan`), negative, before 2001 or more than two days ahead: a server
+    saying that cannot be taken at its word, and waiting on it would mean a crash (a date
+    beyond year 9999), a hot loop or hours of sleep. Treated as missing, the caller falls back
+    to its short back-off.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < MIN_RESET or number - now > MAX_RESET_AHEAD:
+        return None
+    return float(math.ceil(number))
 
 
 class RateLimiter:
@@ -80,13 +104,12 @@ class RateLimiter:
         """Re-synchronise from a response's X-RateLimit-* headers (any status)."""
         limit = _int_header(headers, "x-ratelimit-limit")
         remaining = _int_header(headers, "x-ratelimit-remaining")
-        reset = _int_header(headers, "x-ratelimit-reset")
-        if remaining is None or reset is None:
+        reset_at = reset_instant(headers.get("x-ratelimit-reset"), self._clock())
+        if remaining is None or reset_at is None:
             return
         with self._lock:
             if limit is not None:
                 self._limit = limit
-            reset_at = float(reset)
             if self._passed is not None and reset_at <= self._passed:
                 return  # a late response from a window that already ended: it says nothing now
             if self._reset_at is None or reset_at > self._reset_at:
