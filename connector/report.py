@@ -25,7 +25,7 @@ def render(table: Table, width: int = 160) -> str:
 
 def summary(result: SyncResult) -> str:
     """The end-of-run summary: a table per resource plus totals and messages."""
-    settings, control = result.settings, result.control
+    settings, report = result.settings, result.report
     table = Table(title="ciklek sync summary", title_justify="left")
     for column in ("resource", "rows", "line items", "rejects", "pages", "requests", "429s"):
         table.add_column(column, justify="right" if column != "resource" else "left")
@@ -33,7 +33,7 @@ def summary(result: SyncResult) -> str:
     table.add_column("watermark")
     table.add_column("state")
     for name in settings.resources:
-        outcome = control.outcome(name)
+        outcome = report.outcome(name)
         stats = result.log.for_endpoint("/" + settings.catalogue[name].path.strip("/"))
         if name in result.skipped:
             state = f"skipped: {result.skipped[name]}"
@@ -64,7 +64,7 @@ def summary(result: SyncResult) -> str:
         f"{result.quota.left_today:,} left of the daily budget; elapsed {result.elapsed:.1f}s"
     )
     for name in settings.resources:
-        outcome = control.outcome(name)
+        outcome = report.outcome(name)
         if outcome.reconciliation is not None:
             lines.append(f"reconciliation {name}: {outcome.reconciliation.describe()}")
         for note in outcome.notes:
