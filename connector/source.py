@@ -58,6 +58,7 @@ from connector.traversal import (
     accept_page,
     begin,
     finish,
+    id_digest,
     instant,
     iso,
     restart,
@@ -85,6 +86,7 @@ class _Chunk:
         """(Re)read what the traversal carries: versions to skip, the id tracker."""
         self.skip = set(self.trav.skip)
         self.known = {version[0] for version in self.skip}
+        self.carried = set(self.trav.page_ids)  # the previous chunk's last page
         self.tracker: IdTracker | None = None
         if self.config.tracker_dir is not None and self.trav.fresh:
             path = self.config.tracker_dir / f"{self.spec.name}-{self.trav.id}.ids"
@@ -93,7 +95,7 @@ class _Chunk:
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
         spec, self.last_page = self.spec, []
-        accepted, new_ids, furthest = 0, False, None
+        accepted, new_ids, furthest, ids = 0, False, None, []
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             cursor = _cursor_of(record, spec)
@@ -111,6 +113,7 @@ class _Chunk:
             new_ids = new_ids or not self._seen(record_id)
             furthest = _further(furthest, cursor, record_id)
             self.ids.append(record_id)
+            ids.append(record_id)
             self.known.add(record_id)
             self.last_page.append((record_id, cursor))
             if (record_id, cursor) not in self.skip:  # else: loaded by the previous traversal
@@ -127,12 +130,13 @@ class _Chunk:
             new_ids=new_ids,
             furthest=furthest,
             endpoint="/" + spec.path,
+            ids=tuple(ids),
         )
 
     def _seen(self, record_id: str) -> bool:
-        return record_id in self.known or (
-            self.tracker is not None and record_id in self.tracker.ids
-        )
+        if record_id in self.known or id_digest(record_id) in self.carried:
+            return True
+        return self.tracker is not None and record_id in self.tracker.ids
 
     def records(self) -> list[object]:
         return [*self.loose, *self.latest.values()]

@@ -107,6 +107,7 @@ class Traversal:
     cursors: list[str] = field(default_factory=list)  # digests of recent cursors (loop guard)
     stale_pages: int = 0
     position: tuple[str, str] | None = None  # the furthest (updated_at, id) seen
+    page_ids: list[str] = field(default_factory=list)  # digests of the last page's ids
 
     def to_json(self) -> JSON:
         return {
@@ -117,12 +118,13 @@ class Traversal:
             "started_at": self.started_at, "restarted": self.restarted,
             "cursors": list(self.cursors), "stale_pages": self.stale_pages,
             "position": list(self.position) if self.position else None,
+            "page_ids": list(self.page_ids),
         }  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> Traversal:
         position = raw.get("position")
-        cursors = raw.get("cursors")
+        cursors, page_ids = raw.get("cursors"), raw.get("page_ids")
         return cls(
             id=_str(raw.get("id")) or uuid.uuid4().hex[:12],
             kind=_str(raw.get("kind")) or "incremental",
@@ -140,6 +142,9 @@ class Traversal:
             restarted=bool(raw.get("restarted", False)),
             cursors=[c for c in cursors if isinstance(c, str)] if isinstance(cursors, list) else [],
             stale_pages=_int(raw.get("stale_pages")) or 0,
+            page_ids=[i for i in page_ids if isinstance(i, str)]
+            if isinstance(page_ids, list)
+            else [],
             position=(str(position[0]), str(position[1]))
             if isinstance(position, list) and len(position) == 2
             else None,
@@ -281,6 +286,7 @@ class PageFacts:
     new_ids: bool = True  # at least one id this traversal had not seen
     furthest: Position | None = None
     endpoint: str = ""
+    ids: tuple[str, ...] = ()  # the page's ids, so the next chunk knows them (see id_digest)
 
 
 class BrokenPagination(ContractViolation):
@@ -324,6 +330,7 @@ def _guard_loops(trav: Traversal, page: PageFacts, cursor: str) -> None:
             page.endpoint,
         )
     trav.cursors = [*trav.cursors, digest][-CURSOR_MEMORY:]
+    trav.page_ids = [id_digest(i) for i in page.ids]
     advanced = page.furthest is not None and (
         trav.position is None or page.furthest > _position(trav.position)
     )
@@ -350,6 +357,12 @@ def _digest(cursor: str) -> str:
     return hashlib.sha256(cursor.encode()).hexdigest()[:16]
 
 
+def id_digest(record_id: str) -> str:
+    """Short and fixed-size: the last page's ids travel in state to the next chunk, so a server
+    replaying a page under a new cursor is recognised after a commit too."""
+    return hashlib.sha256(record_id.encode()).hexdigest()[:12]
+
+
 def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> bool:
     """The server rejected our stored cursor: start this traversal over from its updated_since.
 
@@ -366,7 +379,7 @@ def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> b
         True,
     )
     trav.pages, trav.received, trav.total, trav.skip = 0, 0, None, []
-    trav.cursors, trav.stale_pages, trav.position = [], 0, None
+    trav.cursors, trav.stale_pages, trav.position, trav.page_ids = [], 0, None, []
     return True
 
 
