@@ -95,7 +95,7 @@ class _Chunk:
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
         spec, self.last_page = self.spec, []
-        accepted, new_ids, furthest, ids = 0, False, None, []
+        new_ids, ids, versions = False, [], []
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             cursor = _cursor_of(record, spec)
@@ -109,12 +109,12 @@ class _Chunk:
                 continue
             if self.until is not None and _at_or_after(cursor, self.until):
                 continue  # outside the window; the traversal ends with the page that passes it
-            record_id, accepted = str(record_id), accepted + 1
+            record_id = str(record_id)
             new_ids = new_ids or not self._seen(record_id)
-            furthest = _further(furthest, cursor, record_id)
             self.ids.append(record_id)
             ids.append(record_id)
             self.known.add(record_id)
+            versions.append((record_id, cursor))
             self.last_page.append((record_id, cursor))
             if (record_id, cursor) not in self.skip:  # else: loaded by the previous traversal
                 self.latest.pop(record_id, None)
@@ -123,12 +123,14 @@ class _Chunk:
         return PageFacts(
             next_cursor=page.next_cursor,
             total=page.total,
-            received=accepted,
+            received=len(ids),
             # Lists are ordered by updated_at: a page ending past --until ends the window.
             reached_until=self.until is not None
             and _at_or_after(_cursor_of(last, spec), self.until),
             new_ids=new_ids,
-            furthest=furthest,
+            # Only a page without a new id needs its position (parsing every timestamp costs),
+            # and the first one, which sets where the traversal stands.
+            furthest=_furthest(versions) if not new_ids or self.trav.position is None else None,
             endpoint="/" + spec.path,
             ids=tuple(ids),
         )
@@ -311,11 +313,10 @@ def _at_or_after(value: object, bound: dt.datetime) -> bool:
     return parsed is not None and parsed >= bound
 
 
-def _further(current: Position | None, cursor: object, record_id: str) -> Position | None:
-    at = _parsed(cursor)
-    if at is None or (current is not None and (at, record_id) <= current):
-        return current
-    return (at, record_id)
+def _furthest(versions: list[Version]) -> Position | None:
+    """The page's furthest (updated_at, id): how far along the list order it reaches."""
+    positions = [(at, rid) for rid, cursor in versions if (at := _parsed(cursor)) is not None]
+    return max(positions, default=None)
 
 
 def _child_hints(spec: ResourceSpec) -> TResourceHints:

@@ -33,9 +33,11 @@ STATE_VERSION = 1
 # and the cursor encodes the last record's position, so a record updated mid-sync reappears
 # *later*, with a newer updated_at (a new position), and never counts as "nothing new". A page
 # counts as stale only when it brings no id unseen in this traversal AND no position beyond the
-# furthest one seen: a server replaying records under fresh cursors. Five in a row leaves room
-# for a few empty pages a server might hand out around a filter, and costs at most five
-# requests before the traversal stops.
+# furthest one seen: a server replaying records under fresh cursors. (The source works out a
+# page's position only when it has no new id, so the furthest one kept may lag behind: that
+# only ever makes a page count as new more easily, never a legitimate one stale.) Five in a
+# row leaves room for a few empty pages a server might hand out around a filter, and costs at
+# most five requests before the traversal stops.
 MAX_STALE_PAGES = 5
 # Digests of the last cursors followed, kept in state so a cycle is caught across chunks too;
 # a longer cycle replays records and is caught by the stale-page rule.
