@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import connector
 from connector.errors import (
@@ -31,6 +31,10 @@ from connector.errors import (
     TryLater,
     Unauthorized,
 )
+
+if TYPE_CHECKING:
+    from connector.report import PlanRow
+    from connector.settings import Settings
 
 
 def scrub(text: str) -> str:
@@ -191,11 +195,10 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     from connector.settings import load_settings
 
-    settings = load_settings(resources=getattr(args, "resources", None), **overrides)
-    return settings
+    return load_settings(resources=getattr(args, "resources", None), **overrides)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -257,7 +260,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline) or {}
-    rows = []
+    rows: list[PlanRow] = []
     skipped: list[str] = []
     with open_client(settings, args.pipeline) as client:
         for name in settings.resources:

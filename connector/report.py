@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.table import Table
 
 from connector.progress import duration
 from connector.sync import SyncResult
+
+
+class PlanRow(TypedDict):
+    """One resource in `ciklek plan`."""
+
+    resource: str
+    total: int
+    next_records: int
+    next_requests: int
+    full_requests: int
 
 
 def render(table: Table, width: int = 160) -> str:
@@ -114,7 +124,7 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
     return "\n".join(lines)
 
 
-def plan_table(rows: list[dict[str, Any]], *, per_minute: int, budget: int) -> str:
+def plan_table(rows: list[PlanRow], *, per_minute: int, budget: int) -> str:
     table = Table(title="ciklek plan", title_justify="left")
     for column in (
         "resource",
