@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import connector
 from connector.errors import (
@@ -31,6 +31,10 @@ from connector.errors import (
     Unauthorized,
     exit_codes_text,
 )
+
+if TYPE_CHECKING:
+    from connector.report import PlanRow
+    from connector.settings import Settings
 
 
 def scrub(text: str) -> str:
@@ -205,11 +209,10 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     from connector.settings import load_settings
 
-    settings = load_settings(resources=getattr(args, "resources", None), **overrides)
-    return settings
+    return load_settings(resources=getattr(args, "resources", None), **overrides)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -229,10 +232,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         max_requests=args.max_requests,
         strict=args.strict,
         progress={"auto": None, "bar": True, "lines": False}[args.progress],
+        debug=args.debug,
     )
     result = run_sync(options, settings=settings)
     if result.exit_code == EXIT_AUTH and any(
-        isinstance(o.error, Unauthorized) for o in result.control.outcomes.values()
+        isinstance(o.error, Unauthorized) for o in result.report.outcomes.values()
     ):
         # A refused key is one problem, not a table of them: one line, and exit 3.
         err(_UNAUTHORIZED)
@@ -263,24 +267,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client(settings: Any, pipeline: str) -> Any:
-    """plan and check count their requests in the ledger and obey the budget like a sync."""
-    from connector.client import build_client, ledger_for
-
-    quota = ledger_for(settings, pipeline)
-    return build_client(settings, quota=quota), quota
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
+    from connector.compose import open_client
     from connector.report import plan_table
     from connector.runstate import read_status
 
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline) or {}
-    rows = []
+    rows: list[PlanRow] = []
     skipped: list[str] = []
-    client, quota = _client(settings, args.pipeline)
-    try:
+    with open_client(settings, args.pipeline) as client:
         for name in settings.resources:
             spec = settings.catalogue[name]
             try:
@@ -304,9 +300,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "full_requests": max(1, math.ceil(total / settings.page_size)),
                 }
             )
-    finally:
-        client.close()
-        quota.flush()
     out(
         plan_table(
             rows, per_minute=settings.requests_per_minute, budget=settings.daily_request_budget
@@ -318,10 +311,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from connector.compose import open_client
+
     settings = _settings(args)
     missing: list[str] = []
-    client, quota = _client(settings, "check")
-    try:
+    with open_client(settings, "check") as client:
         for name in settings.resources:
             spec = settings.catalogue[name]
             try:
@@ -330,9 +324,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             except MissingScope:
                 missing.append(name)
                 out(f"{name:<10} missing  scope {spec.scope} (403)")
-    finally:
-        client.close()
-        quota.flush()
     if missing and settings.resources_named:
         err(f"ciklek: the key lacks the scope for {', '.join(missing)}")
         return EXIT_AUTH
@@ -365,7 +356,6 @@ def _debug_logging(debug: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logging.basicConfig(level=logging.DEBUG, handlers=[handler])
-        os.environ["RUNTIME__LOG_LEVEL"] = "INFO"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import dlt
 from dlt.common.destination import Destination
+from dlt.common.destination.reference import TDestinationReferenceArg
 
 from connector.errors import ConfigError
 
@@ -27,7 +27,7 @@ def configured_duckdb_path() -> str | None:
     if value:
         return value
     try:
-        found: Any = dlt.secrets.get("destination.duckdb.credentials")
+        found: object = dlt.secrets.get("destination.duckdb.credentials")
     except Exception:  # a provider problem means "not configured", not a crash
         return None
     return str(found) if isinstance(found, str) and found else None
@@ -53,7 +53,9 @@ def check_duckdb_collision(path: Path, dataset: str) -> None:
         )
 
 
-def resolve_destination(name: str | None, dataset: str, duckdb_path: str | None = None) -> Any:
+def resolve_destination(
+    name: str | None, dataset: str, duckdb_path: str | None = None
+) -> TDestinationReferenceArg:
     """A dlt destination reference for `--destination NAME`, checked; raises ConfigError."""
     name = (name or "duckdb").strip()
     if not dataset or not dataset.replace("_", "").isalnum():

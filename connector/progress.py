@@ -12,13 +12,25 @@ import math
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from connector.ledger import QuotaLedger, RequestLog
-from connector.source import ResourceOutcome
+from connector.run import ResourceOutcome
+
+
+class Facts(TypedDict):
+    """One resource's progress, as shown on the bar and in a progress line."""
+
+    resource: str
+    pages: int
+    pages_total: int | None
+    rows: int
+    req_per_min: float
+    quota_left: int | None
+    eta: float | None
 
 
 class ProgressReporter:
@@ -76,7 +88,7 @@ class ProgressReporter:
         per_page = (time.monotonic() - self.started) / max(1, outcome.pages)
         return left * per_page
 
-    def describe(self, resource: str, outcome: ResourceOutcome) -> dict[str, Any]:
+    def describe(self, resource: str, outcome: ResourceOutcome) -> Facts:
         return {
             "resource": resource,
             "pages": outcome.traversal_pages,
@@ -106,11 +118,11 @@ class ProgressReporter:
                 print(f"progress {resource}: {self._line(facts)}", file=self.stream, flush=True)
 
     @staticmethod
-    def _detail(facts: dict[str, Any]) -> str:
+    def _detail(facts: Facts) -> str:
         quota = "" if facts["quota_left"] is None else f", quota left {facts['quota_left']:,}"
         return f"{facts['rows']:,} rows, {facts['req_per_min']:.0f} req/min{quota}"
 
-    def _line(self, facts: dict[str, Any]) -> str:
+    def _line(self, facts: Facts) -> str:
         total = facts["pages_total"]
         pages = f"page {facts['pages']}/{total}" if total else f"page {facts['pages']}"
         eta = facts["eta"]

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.table import Table
 
 from connector.progress import duration
 from connector.sync import SyncResult
+
+
+class PlanRow(TypedDict):
+    """One resource in `ciklek plan`."""
+
+    resource: str
+    total: int
+    next_records: int
+    next_requests: int
+    full_requests: int
 
 
 def render(table: Table, width: int = 160) -> str:
@@ -25,7 +35,7 @@ def render(table: Table, width: int = 160) -> str:
 
 def summary(result: SyncResult) -> str:
     """The end-of-run summary: a table per resource plus totals and messages."""
-    settings, control = result.settings, result.control
+    settings, report = result.settings, result.report
     table = Table(title="ciklek sync summary", title_justify="left")
     for column in ("resource", "rows", "line items", "rejects", "pages", "requests", "429s"):
         table.add_column(column, justify="right" if column != "resource" else "left")
@@ -33,7 +43,7 @@ def summary(result: SyncResult) -> str:
     table.add_column("watermark")
     table.add_column("state")
     for name in settings.resources:
-        outcome = control.outcome(name)
+        outcome = report.outcome(name)
         stats = result.log.for_endpoint("/" + settings.catalogue[name].path.strip("/"))
         if name in result.skipped:
             state = f"skipped: {result.skipped[name]}"
@@ -64,7 +74,7 @@ def summary(result: SyncResult) -> str:
         f"{result.quota.left_today:,} left of the daily budget; elapsed {result.elapsed:.1f}s"
     )
     for name in settings.resources:
-        outcome = control.outcome(name)
+        outcome = report.outcome(name)
         if outcome.reconciliation is not None:
             lines.append(f"reconciliation {name}: {outcome.reconciliation.describe()}")
         for note in outcome.notes:
@@ -114,7 +124,7 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
     return "\n".join(lines)
 
 
-def plan_table(rows: list[dict[str, Any]], *, per_minute: int, budget: int) -> str:
+def plan_table(rows: list[PlanRow], *, per_minute: int, budget: int) -> str:
     table = Table(title="ciklek plan", title_justify="left")
     for column in (
         "resource",

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType
+from typing import Literal
 
 import dlt
 import pendulum
 import pendulum.parsing.exceptions
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.storages.load_package import PackageStorage
 
 from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
-from connector.client import build_client, ledger_for
+from connector.compose import SourceRun, compose_sync, dlt_run_settings
 from connector.destinations import resolve_destination
 from connector.errors import (
     EXIT_AUTH,
@@ -35,15 +36,17 @@ from connector.errors import (
     ApiError,
     BudgetSpent,
     ConfigError,
+    ContractViolation,
     MissingScope,
     QuotaExhausted,
     Unauthorized,
 )
 from connector.ledger import QuotaLedger, RequestLog
-from connector.progress import ProgressReporter
+from connector.run import Row, RunConfig, RunReport, Window
 from connector.runstate import pipeline_dir, run_lock, write_status
 from connector.settings import Settings, load_settings, scrub
-from connector.source import RunControl, ciklek_source, iso
+from connector.source import ciklek_source, iso
+from connector.traversal import ResourceState
 
 
 @dataclass
@@ -62,13 +65,14 @@ class SyncOptions:
     page_size: int | None = None
     progress: bool | None = None
     duckdb_file: str | None = None
+    debug: bool = False  # dlt logs at INFO instead of ERROR (unless the user set a level)
 
 
 @dataclass
 class SyncResult:
     exit_code: int
     settings: Settings
-    control: RunControl
+    report: RunReport
     log: RequestLog
     quota: QuotaLedger
     elapsed: float
@@ -99,6 +103,19 @@ def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
     return parsed.astimezone(dt.UTC)
 
 
+def check_options(options: SyncOptions) -> Window | None:
+    """The flags that must agree with each other; the backfill window, if any."""
+    since = parse_bound(options.since, "--since")
+    until = parse_bound(options.until, "--until")
+    if since and until and until <= since:
+        raise ConfigError("--until must be later than --since")
+    if options.full_refresh and (since or until):
+        raise ConfigError("--full-refresh reloads everything; it cannot be combined with a window")
+    if options.max_requests is not None and options.max_requests < 1:
+        raise ConfigError("--max-requests must be at least 1")
+    return (since, until) if since or until else None
+
+
 @contextlib.contextmanager
 def stop_on_signals(event: threading.Event) -> Iterator[None]:
     """SIGTERM/SIGINT end the run like a quota stop: finish the chunk, commit, exit 75."""
@@ -106,7 +123,7 @@ def stop_on_signals(event: threading.Event) -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, _frame: Any) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         if event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
         event.set()
@@ -119,7 +136,7 @@ def stop_on_signals(event: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def check_destination_config(pipeline: Any) -> None:
+def check_destination_config(pipeline: dlt.Pipeline) -> None:
     """Resolve the destination's credentials now: dlt would only notice them missing after the
     first chunk was fetched, and report it as a crash rather than a configuration problem."""
     try:
@@ -133,7 +150,7 @@ def check_destination_config(pipeline: Any) -> None:
         ) from None
 
 
-def check_column_types(pipeline: Any, settings: Settings, refreshing: set[str]) -> None:
+def check_column_types(pipeline: dlt.Pipeline, settings: Settings, refreshing: set[str]) -> None:
     """Refuse when a declared money field already exists in the warehouse as another type."""
     if pipeline.default_schema_name is None:
         return
@@ -158,71 +175,61 @@ def check_column_types(pipeline: Any, settings: Settings, refreshing: set[str]) 
                     )
 
 
-def _watermarks(pipeline: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+def resource_states(pipeline: dlt.Pipeline, names: list[str]) -> dict[str, ResourceState]:
+    """The typed resource states of the pipeline's last committed load."""
     try:
         resources = pipeline.state.get("sources", {}).get("ciklek", {}).get("resources", {})
     except Exception:
         return {}
-    return {n: dict(resources.get(n, {})) for n in names}
+    return {n: ResourceState.load(resources.get(n, {})) for n in names}
 
 
-def _status_doc(
-    options: SyncOptions,
-    settings: Settings,
-    control: RunControl,
-    pipeline: Any,
-    *,
-    running: bool,
-    started: dt.datetime,
-    last_run: dict[str, Any] | None,
-) -> dict[str, Any]:
-    states = _watermarks(pipeline, list(settings.catalogue))
-    resources = {}
-    for name, st in states.items():
-        trav = st.get("traversal")
-        outcome = control.outcomes.get(name)
-        resources[name] = {
-            "watermark": st.get("watermark"),
-            "rows_loaded": st.get("rows_loaded", 0),
+class _Status:
+    """`status.json`: what `ciklek status` shows while a run goes on and after it."""
+
+    def __init__(self, options: SyncOptions, settings: Settings, report: RunReport) -> None:
+        self.options, self.settings, self.report = options, settings, report
+        self.started = dt.datetime.now(dt.UTC)
+
+    def write(self, pipeline: dlt.Pipeline, *, running: bool, last_run: Row | None = None) -> None:
+        states = resource_states(pipeline, list(self.settings.catalogue))
+        doc = {
+            "pipeline": self.options.pipeline,
+            "dataset": self.options.dataset,
+            "key_fingerprint": self.settings.api_key.fingerprint if self.settings.api_key else None,
+            "daily_request_budget": self.settings.daily_request_budget,
+            "running": running,
+            "run_started_at": iso(self.started),
+            "updated_at": iso(dt.datetime.now(dt.UTC)),
+            "resources": {name: self._resource(name, st) for name, st in states.items()},
+            "last_run": last_run,
+        }
+        write_status(self.settings.state_dir, self.options.pipeline, doc)
+
+    def _resource(self, name: str, st: ResourceState) -> Row:
+        trav, outcome = st.traversal, self.report.outcomes.get(name)
+        return {
+            "watermark": st.watermark,
+            "rows_loaded": st.rows_loaded,
             "traversal": None
-            if not trav
-            else {k: trav.get(k) for k in ("kind", "since", "pages", "received", "total")},
+            if trav is None
+            else {k: getattr(trav, k) for k in ("kind", "since", "pages", "received", "total")},
             "windows_in_progress": [
-                {"since": w.get("since"), "until": w.get("until"), "pages": w.get("pages")}
-                for w in (st.get("windows") or {}).values()
+                {"since": w.since, "until": w.until, "pages": w.pages} for w in st.windows.values()
             ],
             "this_run_pages": outcome.pages if outcome else 0,
         }
-    return {
-        "pipeline": options.pipeline,
-        "dataset": options.dataset,
-        "key_fingerprint": settings.api_key.fingerprint if settings.api_key else None,
-        "daily_request_budget": settings.daily_request_budget,
-        "running": running,
-        "run_started_at": iso(started),
-        "updated_at": iso(dt.datetime.now(dt.UTC)),
-        "resources": resources,
-        "last_run": last_run,
-    }
 
 
 def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncResult:
     """Run one sync. Raises ConfigError (exit 2) or LockHeld (exit 75) before any request."""
     settings = settings or load_settings(resources=options.resources, page_size=options.page_size)
     settings.require_key()  # exit 2 before anything else when the key is missing
-    since = parse_bound(options.since, "--since")
-    until = parse_bound(options.until, "--until")
-    if since and until and until <= since:
-        raise ConfigError("--until must be later than --since")
-    if options.full_refresh and (since or until):
-        raise ConfigError("--full-refresh reloads everything; it cannot be combined with a window")
-    if options.max_requests is not None and options.max_requests < 1:
-        raise ConfigError("--max-requests must be at least 1")
+    window = check_options(options)
     destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
-
-    started_at = dt.datetime.now(dt.UTC)
-    started = time.monotonic()
-    with run_lock(settings.state_dir, options.pipeline):
+    started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+    log_level = "INFO" if options.debug else "ERROR"
+    with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
         pipeline = dlt.pipeline(
             pipeline_name=options.pipeline,
             destination=destination,
@@ -233,147 +240,118 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
         pipeline.config.runtime.intercept_signals = False
         check_destination_config(pipeline)
-        refreshing = set(settings.resources) if options.full_refresh else set()
-        check_column_types(pipeline, settings, refreshing)
-        log = RequestLog()
-        quota = ledger_for(settings, options.pipeline, options.max_requests)
-        stop_event = threading.Event()
-        client = build_client(settings, quota=quota, log=log, stop_event=stop_event)
-        reporter = ProgressReporter(
-            list(settings.resources),
-            page_size=settings.page_size,
-            log=log,
-            quota=quota,
-            tty=options.progress,
-            interval=settings.progress_interval_seconds,
+        check_column_types(
+            pipeline, settings, set(settings.resources) if options.full_refresh else set()
         )
-        control = RunControl(
-            client=client,
+        config = RunConfig(
             page_size=settings.page_size,
             chunk_pages=settings.checkpoint_pages,
             chunk_seconds=settings.checkpoint_seconds,
             lookback_seconds=settings.lookback_seconds,
-            window=(since, until) if since or until else None,
+            window=window,
             full_refresh=options.full_refresh,
             tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
-            on_page=reporter.on_page,
-            stop_event=stop_event,
             rejects_inline=False,
         )
-        result = SyncResult(
-            exit_code=EXIT_OK,
-            settings=settings,
-            control=control,
-            log=log,
-            quota=quota,
-            elapsed=0.0,
-            run_id=uuid.uuid4().hex,
+        parts = compose_sync(
+            settings,
+            config,
+            pipeline=options.pipeline,
+            max_requests=options.max_requests,
+            progress=options.progress,
         )
-
-        def status(running: bool, last_run: dict[str, Any] | None = None) -> None:
-            doc = _status_doc(
-                options,
-                settings,
-                control,
-                pipeline,
-                running=running,
-                started=started_at,
-                last_run=last_run,
+        with parts as run:
+            report = run.source.report
+            result = SyncResult(
+                EXIT_OK, settings, report, run.log, run.quota, 0.0, run_id=uuid.uuid4().hex
             )
-            write_status(settings.state_dir, options.pipeline, doc)
-
-        status(True)
-        try:
-            with stop_on_signals(stop_event):
-                _chunks(pipeline, settings, control, options, result, status)
-        finally:
-            reporter.close()
-            quota.flush()
-            client.close()
+            status = _Status(options, settings, report)
+            status.write(pipeline, running=True)
+            with stop_on_signals(report.stop_event):
+                _chunks(pipeline, run.source, options, result, status)
         result.elapsed = time.monotonic() - started
         _decide(result, options)
         run_row = _run_row(result, options, started_at)
-        control.run_rows = [run_row]
-        try:
-            with stop_on_signals(stop_event):  # the outcome is decided: a signal changes nothing
-                pipeline.run(
-                    ciklek_source(
-                        resources=[], control=control, catalogue=settings.catalogue
-                    ).with_resources(RUNS_TABLE, REJECTS_TABLE)  # rejects a refresh held back
-                )
-        except Exception as exc:  # the data is in; failing to write the run row is secondary
-            result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
-        states = _watermarks(pipeline, list(settings.resources))
-        result.watermarks = {n: s.get("watermark") for n, s in states.items()}
-        status(False, {k: v for k, v in run_row.items() if k != "details"})
+        _record_run(pipeline, run.source, run_row, result)
+        states = resource_states(pipeline, list(settings.resources))
+        result.watermarks = {n: s.watermark for n, s in states.items()}
+        status.write(pipeline, running=False, last_run={k: v for k, v in run_row.items()})
         return result
 
 
+def _record_run(pipeline: dlt.Pipeline, run: SourceRun, run_row: Row, result: SyncResult) -> None:
+    """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
+    run.report.run_rows = [run_row]
+    try:
+        with stop_on_signals(
+            run.report.stop_event
+        ):  # the outcome is decided: a signal changes nothing
+            pipeline.run(
+                ciklek_source(resources=[], run=run).with_resources(RUNS_TABLE, REJECTS_TABLE)
+            )
+    except Exception as exc:  # the data is in; failing to write the run row is secondary
+        result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
+
+
 def _chunks(
-    pipeline: Any,
-    settings: Settings,
-    control: RunControl,
+    pipeline: dlt.Pipeline,
+    run: SourceRun,
     options: SyncOptions,
     result: SyncResult,
-    status: Any,
+    status: _Status,
 ) -> None:
-    pending = list(settings.resources)
-    if pipeline.has_pending_data:
-        # Killed between dlt's "do not kill" rename and its delete: the package is normalized
-        # and still extracted, and normalizing it again fails on every run. Finish the delete.
-        extracted = _extracted_packages(pipeline)
-        for load_id in set(pipeline.list_extracted_load_packages()).intersection(
-            pipeline.list_normalized_load_packages()
-        ):
-            extracted.delete_package(load_id)
-        # A killed run's last chunk. Loading it again could stage rows twice (dlt jobs are
-        # at-least-once, and order_line_items has no primary key to deduplicate them): abort
-        # it instead, which rewinds the state to before that chunk, so it is fetched again.
-        # Except the first chunk of a --full-refresh: its tables may be emptied already, and
-        # rewinding would leave them so; finish it and the next run continues the reload.
-        if _refresh_pending(pipeline):
-            pipeline.run()
-        else:
-            pipeline.abort_packages()
+    """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
+    pending = list(run.resources)
+    _recover(pipeline)
     # --full-refresh empties a resource once; a reload that stopped early is continued instead.
-    states = _watermarks(pipeline, pending) if options.full_refresh else {}
-    reload = [n for n in states if (states[n].get("traversal") or {}).get("kind") != "refresh"]
+    states = resource_states(pipeline, pending) if options.full_refresh else {}
+    reload = [
+        n for n, st in states.items() if st.traversal is None or st.traversal.kind != "refresh"
+    ]
+    report = run.report
     while pending:
-        names, refresh = pending, None
+        names: list[str] = pending
+        refresh: Literal["drop_resources"] | None = None
         if reload:
             names, refresh, reload = reload, "drop_resources", []
-        source = ciklek_source(resources=names, control=control, catalogue=settings.catalogue)
+        source = ciklek_source(resources=names, run=run)
         if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
             source = source.with_resources(*names, REJECTS_TABLE)
-        control.chunk_used = 0
-        with _fifo_extract():
+        if refresh is None:
+            pipeline.run(source)
+        else:
             pipeline.run(source, refresh=refresh)
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
-        status(True)
-        for name in list(pending):
-            if control.outcome(name).finished:
-                pending.remove(name)
-        stops = [o.stop for o in control.outcomes.values() if o.stop is not None]
-        fatal = [o.error for o in control.outcomes.values() if isinstance(o.error, Unauthorized)]
-        if stops or fatal:
+        status.write(pipeline, running=True)
+        pending = [n for n in pending if not report.outcome(n).finished]
+        fatal = [o for o in report.outcomes.values() if isinstance(o.error, Unauthorized)]
+        if report.stops() or fatal:
             break
 
 
-@contextlib.contextmanager
-def _fifo_extract() -> Iterator[None]:
-    """Extract resources one after the other, so `_ciklek_rejects` runs after the data ones."""
-    previous = os.environ.get("EXTRACT__NEXT_ITEM_MODE")
-    os.environ["EXTRACT__NEXT_ITEM_MODE"] = "fifo"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("EXTRACT__NEXT_ITEM_MODE", None)
-        else:
-            os.environ["EXTRACT__NEXT_ITEM_MODE"] = previous
+def _recover(pipeline: dlt.Pipeline) -> None:
+    """Deal with the packages a killed run left behind, before the first chunk."""
+    if not pipeline.has_pending_data:
+        return
+    # Killed between dlt's "do not kill" rename and its delete: the package is normalized
+    # and still extracted, and normalizing it again fails on every run. Finish the delete.
+    extracted = _extracted_packages(pipeline)
+    for load_id in set(pipeline.list_extracted_load_packages()).intersection(
+        pipeline.list_normalized_load_packages()
+    ):
+        extracted.delete_package(load_id)
+    # A killed run's last chunk. Loading it again could stage rows twice (dlt jobs are
+    # at-least-once, and order_line_items has no primary key to deduplicate them): abort
+    # it instead, which rewinds the state to before that chunk, so it is fetched again.
+    # Except the first chunk of a --full-refresh: its tables may be emptied already, and
+    # rewinding would leave them so; finish it and the next run continues the reload.
+    if _refresh_pending(pipeline):
+        pipeline.run()
+    else:
+        pipeline.abort_packages()
 
 
-def _extracted_packages(pipeline: Any) -> Any:
+def _extracted_packages(pipeline: dlt.Pipeline) -> PackageStorage:
     """dlt's extracted-package storage. No public accessor exists (checked on dlt 1.31, which
     pyproject pins below 1.32); a crash-recovery path must not fail obscurely on an upgrade."""
     try:
@@ -385,7 +363,7 @@ def _extracted_packages(pipeline: Any) -> Any:
         ) from exc
 
 
-def _refresh_pending(pipeline: Any) -> bool:
+def _refresh_pending(pipeline: dlt.Pipeline) -> bool:
     """Does a pending package (extracted or normalized) drop tables, i.e. start a refresh?"""
     states = [pipeline.get_load_package_state(i) for i in pipeline.list_normalized_load_packages()]
     extracted = _extracted_packages(pipeline)
@@ -394,58 +372,59 @@ def _refresh_pending(pipeline: Any) -> bool:
 
 
 def _decide(result: SyncResult, options: SyncOptions) -> None:
-    """Exit code by precedence 3 > 75 > 4 > 0 (1 is raised, never decided here)."""
-    settings, control = result.settings, result.control
+    """Exit code by precedence 1 > 3 > 75 > 4 > 0, and the messages that explain it."""
+    settings, report = result.settings, result.report
     codes: list[int] = []
     for name in settings.resources:
-        outcome = control.outcome(name)
+        outcome = report.outcome(name)
         error = outcome.error
         if isinstance(error, MissingScope) and not settings.resources_named:
             result.skipped[name] = (
                 f"key lacks scope {error.scope or settings.catalogue[name].scope}"
             )
             continue
-        if isinstance(error, Unauthorized):
-            codes.append(EXIT_AUTH)
-            result.messages.append(
-                "the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY or "
-                "api_key under [sources.ciklek] in .dlt/secrets.toml"
-            )
-        elif isinstance(error, MissingScope):
-            codes.append(EXIT_AUTH)
-            result.messages.append(
-                f"{name}: the key lacks scope {error.scope} (403); add it in Portal -> Settings "
-                "-> API Keys, or leave the resource out of --resources"
-            )
-        elif isinstance(error, ApiError):
-            codes.append(EXIT_BUG)
-            result.messages.append(
-                f"{name}: unexpected API error: {error} -- a bug or an API change: please "
-                "report it (README, 'Reporting a bug') with the output of the command run "
-                "with --debug"
-            )
+        if error is not None:
+            code, message = _error_message(name, error)
+            codes.append(code)
+            result.messages.append(message)
         if outcome.stop is not None:
             codes.append(EXIT_TEMPFAIL)
             if isinstance(outcome.stop, QuotaExhausted | BudgetSpent) and outcome.stop.resume_at:
                 result.resume_at = outcome.stop.resume_at
         if outcome.rejects and options.strict:
             codes.append(EXIT_STRICT)
-    stops = {str(o.stop) for o in control.outcomes.values() if o.stop is not None}
-    for text in sorted(stops):
+    for text in sorted({str(stop) for stop in report.stops()}):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
         result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
-    for code in (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT):
-        if code in codes:
-            result.exit_code = code
-            return
-    result.exit_code = EXIT_OK
+    result.exit_code = next(
+        (c for c in (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT) if c in codes), EXIT_OK
+    )
 
 
-def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) -> dict[str, Any]:
-    control = result.control
+def _error_message(name: str, error: ApiError | ContractViolation) -> tuple[int, str]:
+    if isinstance(error, Unauthorized):
+        return EXIT_AUTH, (
+            "the API key was refused (401 unauthorized): check SOURCES__CIKLEK__API_KEY or "
+            "api_key under [sources.ciklek] in .dlt/secrets.toml"
+        )
+    if isinstance(error, MissingScope):
+        return EXIT_AUTH, (
+            f"{name}: the key lacks scope {error.scope} (403); add it in Portal -> Settings "
+            "-> API Keys, or leave the resource out of --resources"
+        )
+    # A broken contract (a cursor that loops) reads like any unexpected answer from the API.
+    return EXIT_BUG, (
+        f"{name}: unexpected API error: {error} -- a bug or an API change: please "
+        "report it (README, 'Reporting a bug') with the output of the command run "
+        "with --debug"
+    )
+
+
+def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) -> Row:
+    outcomes = result.report.outcomes.values()
     outcome = {
         EXIT_OK: "completed",
         EXIT_STRICT: "completed_with_rejects",
@@ -461,9 +440,9 @@ def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) 
         "outcome": outcome,
         "exit_code": result.exit_code,
         "resources": ",".join(result.settings.resources),
-        "rows": sum(o.rows for o in control.outcomes.values()),
-        "line_item_rows": sum(o.child_rows for o in control.outcomes.values()),
-        "rejects": sum(o.rejects for o in control.outcomes.values()),
+        "rows": sum(o.rows for o in outcomes),
+        "line_item_rows": sum(o.child_rows for o in outcomes),
+        "rejects": sum(o.rejects for o in outcomes),
         "requests": result.log.requests,
         "rate_limited": result.log.rate_limited,
         "waited_seconds": round(result.log.waited_seconds, 3),

@@ -7,7 +7,8 @@ The assets are `dlt_ciklek_orders`, `dlt_ciklek_customers` and `dlt_ciklek_produ
 (`order_line_items` is loaded with orders). `ciklek_source()` called bare reads
 `[sources.ciklek]` through dlt's providers, so the settings and the key come from the environment
 (`SOURCES__CIKLEK__API_KEY`, ...) or `.dlt/` in the directory Dagster loads this file from; they
-must be present when the code location loads, because the source is built then.
+must be present when the code location loads, because the source is built then (its HTTP client
+is opened only when a materialisation extracts, and closed when the extract ends).
 
 Each materialisation traverses each resource to its end in one load and keeps its watermark in
 dlt's pipeline state (stored in the warehouse), so the next one is incremental. The destination

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from connector.ledger import QuotaLedger, RequestLog
 from connector.progress import ProgressReporter
-from connector.source import ResourceOutcome
+from connector.run import ResourceOutcome
 from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 

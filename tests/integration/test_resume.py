@@ -52,7 +52,7 @@ def test_block_larger_than_a_page_and_non_utc_watermark(
     first = sync()
     assert first.exit_code == 0
     assert first.log.requests == ORDER_PAGES
-    assert first.control.outcome("orders").chunks >= ORDER_PAGES // 3
+    assert first.report.outcome("orders").chunks >= ORDER_PAGES // 3
     assert_orders_match_api(db, sb)
 
     # The newest block: 30 records (1.5 pages) at one instant written with a -08:00 offset,
@@ -86,13 +86,13 @@ def test_block_larger_than_a_page_and_non_utc_watermark(
     third = sync()
     assert third.exit_code == 0
     assert third.log.requests == 1
-    assert third.control.outcome("orders").rows == 0
+    assert third.report.outcome("orders").rows == 0
     assert instant(third.watermarks["orders"]) == W
 
     # One record of that block changes: it is picked up, nothing is duplicated.
     sb.control_request("PATCH", f"records/orders/{block[0]}", json={"status": "delivered"})
     fourth = sync()
-    assert fourth.control.outcome("orders").rows == 1
+    assert fourth.report.outcome("orders").rows == 1
     assert_orders_match_api(db, sb)
     assert instant(fourth.watermarks["orders"]) > W
 
@@ -115,7 +115,7 @@ def test_record_updated_mid_traversal_is_loaded_once_and_reported(
     assert resumed.exit_code == 0
     assert resumed.log.requests < ORDER_PAGES  # resumed at page 8, not page 1
     assert_orders_match_api(db, sb)
-    rec = resumed.control.outcome("orders").reconciliation
+    rec = resumed.report.outcome("orders").reconciliation
     assert rec is not None
     assert (rec.expected, rec.distinct, rec.reappeared) == (400, 400, 1)
     text = summary(resumed)
@@ -166,7 +166,7 @@ def test_rejected_stored_cursor_restarts_from_updated_since(
     rejected = sync()
     assert rejected.exit_code == 0
     assert rejected.log.for_endpoint("/orders").by_status["400"] == 1
-    assert any("stored cursor rejected" in n for n in rejected.control.outcome("orders").notes)
+    assert any("stored cursor rejected" in n for n in rejected.report.outcome("orders").notes)
     assert rejected.log.requests == 2  # the 400, then one page from updated_since=watermark
     assert rejected.watermarks["orders"] == watermark
     assert_orders_match_api(db, sb)
@@ -204,7 +204,7 @@ def test_lookback_picks_up_a_late_update_without_duplicates(
     )
 
     missed = sync()  # lookback 0 (the default): behind the watermark, so not seen
-    assert missed.control.outcome("orders").rows == 0
+    assert missed.report.outcome("orders").rows == 0
     assert query(db, f"select status from ciklek.orders where id = '{late}'") != [("cancelled",)]
 
     lookback = (watermark - late_at).total_seconds() + 60

@@ -139,7 +139,7 @@ def test_money_and_instants_round_trip_exactly(shared_sandbox: SandboxProcess) -
             }
         result, db = fresh_sync(workdir, f"rt{next(counter)}")
         assert result.exit_code == 0, result.messages
-        assert result.control.outcome("orders").rejects == 0
+        assert result.report.outcome("orders").rejects == 0
         assert query(db, "select count(*) from ciklek.orders") == [(ORDERS,)]
         listed = ", ".join(f"'{rid}'" for rid in expected)
         rows = query(
@@ -184,7 +184,7 @@ def test_oversized_money_rejects_only_its_record(sandbox_factory, clean_env: Pat
         env_for(sb, mp)
         result, db = fresh_sync(clean_env, "oversized")
     assert result.exit_code == 0
-    assert result.control.outcome("orders").rejects == 3
+    assert result.report.outcome("orders").rejects == 3
     # The rest of the page (and of every page) loaded; the bad ones are quarantined.
     loaded = {r[0] for r in query(db, "select id from ciklek.orders")}
     assert loaded == set(ids) - {too_big, too_small, nested}

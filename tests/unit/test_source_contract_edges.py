@@ -18,9 +18,11 @@ import pytest
 
 from connector.catalogue import CATALOGUE
 from connector.client import CiklekClient
-from connector.errors import ApiError, Unauthorized
+from connector.compose import ClientLease, SourceRun
+from connector.errors import ContractViolation, Unauthorized
+from connector.run import RunConfig, RunReport
 from connector.settings import ApiKey, load_settings
-from connector.source import RunControl, ciklek_source, iso, parse_instant
+from connector.source import ciklek_source, iso, parse_instant
 
 KEY = ApiKey("bsk_test_edges")
 
@@ -45,12 +47,14 @@ def list_server(records: list[dict[str, Any]], page_size: int = 2, *, stuck: boo
     return handler, seen
 
 
-def sync(tmp_path: Path, handler: Any, **control: Any) -> tuple[RunControl, Path]:
+def sync(tmp_path: Path, handler: Any, **config: Any) -> tuple[RunReport, Path]:
     client = CiklekClient(
         "https://api.test/v1", KEY, transport=httpx.MockTransport(handler), sleep=lambda s: None
     )
-    control.setdefault("page_size", 2)
-    run = RunControl(client=client, **control)
+    config.setdefault("page_size", 2)
+    run = SourceRun(
+        CATALOGUE, ["customers"], ClientLease.borrowed(client), RunConfig(**config), RunReport()
+    )
     db = tmp_path / "edges.duckdb"
     pipeline = dlt.pipeline(
         pipeline_name="edges",
@@ -58,8 +62,8 @@ def sync(tmp_path: Path, handler: Any, **control: Any) -> tuple[RunControl, Path
         dataset_name="ciklek",
         pipelines_dir=str(tmp_path / "pipelines"),
     )
-    pipeline.run(ciklek_source(resources=["customers"], control=run, catalogue=CATALOGUE))
-    return run, db
+    pipeline.run(ciklek_source(run=run))
+    return run.report, db
 
 
 def ids(db: Path) -> list[str]:
@@ -92,7 +96,12 @@ def test_a_cursor_that_never_advances_stops_instead_of_spending_the_quota(tmp_pa
     handler, seen = list_server(records, stuck=True)
     run, _ = sync(tmp_path, handler)
     error = run.outcome("customers").error
-    assert isinstance(error, ApiError) and error.code == "cursor_not_advancing"
+    # A broken contract, not an API error: the exit code and message stay those of today.
+    assert isinstance(error, ContractViolation) and error.code == "cursor_not_advancing"
+    assert str(error) == (
+        "HTTP 200 cursor_not_advancing on /customers: next_cursor did not advance (the API "
+        "returned the cursor it was sent); stopped to protect the quota"
+    )
     assert len(seen) == 2  # the first page, then the same cursor once: stop
 
 

@@ -1,0 +1,102 @@
+"""What one run is given (`RunConfig`, immutable) and what it reports back (`RunReport`).
+
+Why apart: the resources read their inputs and write their outcomes; `sync`, the summary and the
+progress display only read outcomes. With both in one mutable object, any of them could change
+the run's inputs half-way, and nobody could tell which fields were results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connector.errors import ApiError, CiklekError, ContractViolation, TryLater
+from connector.reconcile import Reconciliation
+
+Window = tuple[dt.datetime | None, dt.datetime | None]
+Row = dict[str, object]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How this run drives the resources.
+
+    Without chunk limits a resource traverses to the end in one extract (plain dlt use, e.g.
+    Dagster); `ciklek sync` sets `chunk_pages` / `chunk_seconds` so each load commits a bounded
+    amount of work.
+    """
+
+    page_size: int = 100
+    chunk_pages: int | None = None  # pages per load, all resources together
+    chunk_seconds: float | None = None
+    lookback_seconds: float = 0.0
+    window: Window | None = None
+    full_refresh: bool = False  # a traversal started now is a reload (kind "refresh")
+    tracker_dir: Path | None = None
+    # `ciklek sync` loads rejects through their own resource, so the table belongs to no data
+    # resource: dlt's refresh drops the tables a resource owns, and a variant table is owned by
+    # whichever resource happened to create it first. Plain dlt use (Dagster) emits them inline.
+    rejects_inline: bool = True
+
+
+@dataclass
+class ResourceOutcome:
+    """What happened to one resource during this run (the summary and exit code read it)."""
+
+    pages: int = 0
+    records: int = 0
+    rows: int = 0
+    child_rows: int = 0
+    rejects: int = 0
+    chunks: int = 0
+    done: bool = False
+    total: int | None = None
+    traversal_pages: int = 0
+    stop: TryLater | None = None
+    error: ApiError | ContractViolation | None = None
+    reconciliation: Reconciliation | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more to do for this resource in this run."""
+        return self.done or self.stop is not None or self.error is not None
+
+
+PageListener = Callable[[str, ResourceOutcome], None]
+
+
+@dataclass
+class RunReport:
+    """Where the resources report back, and the two signals every resource obeys.
+
+    `stop_event` is set by SIGTERM/SIGINT; `halt` by the first resource that hits a refused key
+    or a spent quota, so the others do not spend more requests.
+    """
+
+    on_page: PageListener | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    outcomes: dict[str, ResourceOutcome] = field(default_factory=dict)
+    halt: CiklekError | None = None
+    pending_rejects: list[Row] = field(default_factory=list)
+    run_rows: list[Row] = field(default_factory=list)
+    # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
+    # each resource in it, so a kill loses at most `chunk_pages` requests.
+    chunk_pages: int = 0
+
+    def outcome(self, resource: str) -> ResourceOutcome:
+        return self.outcomes.setdefault(resource, ResourceOutcome())
+
+    def start_chunk(self) -> None:
+        """A new load begins (each dlt source instance is one load)."""
+        self.chunk_pages = 0
+
+    def take_rejects(self) -> list[Row]:
+        rows, self.pending_rejects = self.pending_rejects, []
+        return rows
+
+    def stops(self) -> list[TryLater]:
+        return [o.stop for o in self.outcomes.values() if o.stop is not None]
