@@ -295,9 +295,10 @@ class BrokenPagination(ContractViolation):
     """The API's cursors would make us loop: stop before the quota is gone."""
 
     def __init__(self, code: str, message: str, endpoint: str) -> None:
-        self.code, self.endpoint, self.server_message = code, endpoint, message
-        # The text `ciklek sync` has always printed for a cursor that does not advance.
-        super().__init__(f"HTTP 200 {code} on {endpoint}: {message}; stopped to protect the quota")
+        # The text `ciklek sync` has always printed for a cursor that does not advance:
+        # "HTTP 200 <code> on <endpoint>: <message>; stopped to protect the quota".
+        super().__init__(f"{message}; stopped to protect the quota", code=code, endpoint=endpoint)
+        self.endpoint = endpoint
 
 
 def accept_page(trav: Traversal, page: PageFacts) -> bool:
