@@ -326,10 +326,11 @@ class _Plan:
     ) -> None:
         self.table = table
         self.fields = [f for f in fields if f.name not in excluded]
-        fixed = (*fixed, EXTRA_COLUMN)
+        fixed = tuple(fixed)
         self.ignored = frozenset(f.name for f in fields) | excluded | frozenset((*fixed, *skip))
         # Warehouse columns no undocumented field may land in, and those the user excluded.
-        self.taken = frozenset(map(column_name, [*(f.name for f in self.fields), *fixed]))
+        documented = [*(f.name for f in self.fields), *fixed, EXTRA_COLUMN]
+        self.taken = frozenset(map(column_name, documented))
         self.excluded = frozenset(map(column_name, excluded))
 
     def columns(self, rows: list[Record], fail: Fail) -> list[pa.Array]:
