@@ -108,6 +108,9 @@ def _bind(port: int) -> socket.socket:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the first stdout line is the JSON announcement."""
     args = parser().parse_args(list(argv) if argv is not None else None)
+    # Poison-record tests store a field nested 1,000 deep, which the stdlib JSON codec counts
+    # against the recursion limit (1,000 by default): the sandbox must carry what a server sends.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5_000))
     config = config_from_args(args)
     app = build_app(config)
     sock = _bind(args.port)
