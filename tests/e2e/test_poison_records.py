@@ -73,20 +73,19 @@ Query = Callable[[str], list[tuple[Any, ...]]]
 
 def assert_poison_handled(sql: Query, schema: str, cases: dict[str, str]) -> None:
     """The three rejected orders are in _ciklek_rejects; everything else loaded, safely."""
+    ds = f'"{schema}"'
     rejected = {cases["documented"], cases["undocumented"], cases["deep"]}
-    loaded = {row[0] for row in sql(f"select id from {schema}.orders")}
+    loaded = {row[0] for row in sql(f"select id from {ds}.orders")}
     assert len(loaded) == ORDERS - 3
     assert not loaded & rejected
     assert {cases["wide"], cases["lineage"]} <= loaded
-    reasons = dict(sql(f"select record_id, reason from {schema}._ciklek_rejects"))
+    reasons = dict(sql(f"select record_id, reason from {ds}._ciklek_rejects"))
     assert reasons == {
         cases["documented"]: "field 'Total' lands in column 'total', which is already defined",
         cases["undocumented"]: "fields 'Notes' and 'notes' both land in column 'notes'",
         cases["deep"]: f"deep: nested deeper than {MAX_NESTING} levels",
     }
-    [(raw,)] = sql(
-        f"select raw_json from {schema}._ciklek_rejects where record_id = '{cases['deep']}'"
-    )
+    [(raw,)] = sql(f"select raw_json from {ds}._ciklek_rejects where record_id = '{cases['deep']}'")
     assert json.loads(raw)["id"] == cases["deep"]
 
     # 1,700 fields: the first 200 are columns, the rest one JSON object in _ciklek_extra.
@@ -103,23 +102,19 @@ def assert_poison_handled(sql: Query, schema: str, cases: dict[str, str]) -> Non
     own = len({c for c in undocumented if c.startswith("f") and c[1:].isdigit()})
     assert own > MAX_EXTRA_COLUMNS - 10  # the sandbox's own extras took the first places
     assert {f"f{n}" for n in range(own)} <= undocumented  # first seen, first served
-    [(f7, extra)] = sql(
-        f"select f7, {EXTRA_COLUMN} from {schema}.orders where id = '{cases['wide']}'"
-    )
+    [(f7, extra)] = sql(f"select f7, {EXTRA_COLUMN} from {ds}.orders where id = '{cases['wide']}'")
     assert f7 == "7"
     assert json.loads(extra) == {f"f{n}": n for n in range(own, WIDE)}
 
     # Lineage is dlt's own: no value from the server reached a _dlt_* column (dlt adds
     # _dlt_load_id to Arrow tables only when configured to; the forged fields never add them).
     assert not {"dlt_id", "dlt_load_id"} & columns
-    [row] = sql(f"select * from {schema}.orders where id = '{cases['lineage']}'")
+    [row] = sql(f"select * from {ds}.orders where id = '{cases['lineage']}'")
     assert "forged" not in row
     lineage = sorted(c for c in columns if c.startswith("_dlt_"))
     if "_dlt_load_id" in lineage:
-        [(load_id,)] = sql(
-            f"select _dlt_load_id from {schema}.orders where id = '{cases['lineage']}'"
-        )
-        assert load_id in {r[0] for r in sql(f"select load_id from {schema}._dlt_loads")}
+        [(load_id,)] = sql(f"select _dlt_load_id from {ds}.orders where id = '{cases['lineage']}'")
+        assert load_id in {r[0] for r in sql(f"select load_id from {ds}._dlt_loads")}
 
 
 def test_poison_records_are_rejects_not_outages_in_duckdb(
@@ -187,7 +182,7 @@ def test_poison_records_are_rejects_not_outages_in_postgres(
     args = ("sync", "--destination", "postgres", "--dataset", schema)
     done = run_cli(*args, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert_poison_handled(_pg(dsn), f'"{schema}"', cases)
+    assert_poison_handled(_pg(dsn), schema, cases)
 
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
     strict = run_cli(*args, "--strict", env=env)
