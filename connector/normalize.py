@@ -177,7 +177,7 @@ class Batch:
     rejects: list[RejectRow] = field(default_factory=list)
     child_items: int = 0
     max_cursor: dt.datetime | None = None
-    # Reserved fields (`_dlt_*`, `_ciklek_*`) dropped from records that still load: name → count.
+    # Reserved fields (`_dlt_*`, `_ciklek_*`) dropped, never loaded: name → records carrying it.
     dropped: dict[str, int] = field(default_factory=dict)
 
 
