@@ -393,11 +393,21 @@ class _Plan:
                 fail(row, len(self.fields), why)
 
     def _nesting(self, rows: list[Record], targets: dict[str, str], fail: Fail) -> None:
-        for name in targets:
-            raw = list(map(dict.get, rows, repeat(name)))
-            if set(map(type, raw)) & _CONTAINERS:
-                for row in _deep_rows(raw):
-                    fail(row, len(self.fields), f"{name}: nested deeper than {MAX_NESTING} levels")
+        deep: list[tuple[int, str]] = []
+        if len(targets) <= 16:  # the usual few: a column at a time, in C
+            for name in targets:
+                raw = list(map(dict.get, rows, repeat(name)))
+                if set(map(type, raw)) & _CONTAINERS:
+                    deep += [(row, name) for row in _deep_rows(raw)]
+        else:  # many names (a hostile page): one pass over every field
+            for row, record in enumerate(rows):
+                deep += [
+                    (row, k)
+                    for k, v in record.items()
+                    if type(v) in _CONTAINERS and k in targets and too_deep(v)
+                ]
+        for row, name in sorted(deep, key=lambda hit: (hit[1], hit[0])):
+            fail(row, len(self.fields), f"{name}: nested deeper than {MAX_NESTING} levels")
 
     def extras(
         self, rows: list[Record], found: _Found, known: TableColumns
@@ -408,12 +418,8 @@ class _Plan:
         if not present:
             return [], []
 
-        def first_seen(name: str) -> tuple[int, int]:
-            row = next(n for n, r in enumerate(rows) if name in r)
-            return row, list(rows[row]).index(name)
-
         by_column: dict[str, list[str]] = {}
-        for name in sorted(present, key=first_seen):
+        for name in _first_seen(rows, present):
             by_column.setdefault(found.targets[name], []).append(name)
         own = known.admit(self.table, filter(None, by_column), self.taken)
         names = [column for column in by_column if column in own]
@@ -427,6 +433,21 @@ class _Plan:
         return names, arrays
 
 
+def _first_seen(rows: list[Record], names: set[str]) -> list[str]:
+    """`names` in the order the rows first show them (row by row, then field by field)."""
+    if len(names) <= 16:  # the usual few: a scan per name, in C
+
+        def first(name: str) -> tuple[int, int]:
+            row = next(n for n, r in enumerate(rows) if name in r)
+            return row, list(rows[row]).index(name)
+
+        return sorted(names, key=first)
+    ordered: dict[str, None] = {}  # many names (a hostile page): one pass over every field
+    for record in rows:
+        ordered.update(dict.fromkeys(k for k in record if k in names and k not in ordered))
+    return list(ordered)
+
+
 def _text_column(rows: list[Record], names: list[str]) -> pa.Array:
     """One undocumented column; several names land in it only from different rows."""
     if len(names) == 1:
@@ -438,9 +459,10 @@ def _text_column(rows: list[Record], names: list[str]) -> pa.Array:
 
 def _folded_column(rows: list[Record], names: list[str]) -> pa.Array:
     """`_ciklek_extra`: the fields that got no column of their own, as a JSON object per row."""
+    folded = frozenset(names)
     values = []
     for record in rows:
-        extra = {k: record[k] for k in names if k in record}
+        extra = {k: v for k, v in record.items() if k in folded}
         values.append(json.dumps(extra, separators=(",", ":")) if extra else None)
     return pa.array(values, pa.string())
 

@@ -26,6 +26,7 @@ Arrow table is built, and the rest of the page loads:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -41,9 +42,16 @@ CUT = "[cut: nested too deep]"
 _NAMING = NamingConvention()
 
 
+# Names dlt's snake_case leaves as they are; checked first, as dlt's four regex passes cost
+# ~10 µs a name and a hostile page can bring a hundred thousand distinct ones.
+_PLAIN = re.compile(r"_?[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+
+
 @lru_cache(maxsize=65_536)  # bounded: a hostile server can send any number of names
 def column_name(field: str) -> str:
     """The column dlt makes of a field name (its snake_case convention), or "" when none."""
+    if _PLAIN.fullmatch(field):
+        return field
     try:
         return _NAMING.normalize_path(field)
     except ValueError:  # an empty or blank name

@@ -280,3 +280,20 @@ def test_column_name_is_dlts_snake_case() -> None:
     assert column_name("giftWrap") == "gift_wrap"
     assert column_name("_DLT_ID") == "_dlt_id"
     assert column_name("   ") == ""
+
+
+def test_a_page_of_distinct_names_keeps_first_seen_order_and_folds_the_rest() -> None:
+    # 30 records x 20 distinct names: 600 names, the many-names path of every step.
+    records = [order(f"o{i}", **{f"r{i}_f{n}": n for n in range(20)}) for i in range(30)]
+    records[7]["r7_f3"] = nested(1000)
+    batch = build_batch(ORDERS, records, SEEN)
+    assert [r["record_id"] for r in batch.rejects] == ["o7"]
+    assert batch.rejects[0]["reason"] == f"r7_f3: nested deeper than {MAX_NESTING} levels"
+    assert batch.parent is not None
+    kept = [i for i in range(30) if i != 7]
+    first_seen = [f"r{i}_f{n}" for i in kept for n in range(20)]
+    own = [n for n in batch.parent.schema.names if n.startswith("r")]
+    assert own == first_seen[:MAX_EXTRA_COLUMNS]
+    extra = batch.parent.column(EXTRA_COLUMN).to_pylist()
+    assert extra[: MAX_EXTRA_COLUMNS // 20] == [None] * (MAX_EXTRA_COLUMNS // 20)
+    assert json.loads(extra[-1]) == {f"r29_f{n}": n for n in range(20)}
