@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import reprlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,14 @@ class Invalid(ValueError):
     """One value broke the data contract; the message says which and why."""
 
 
+_REPR = reprlib.Repr()  # bounded in depth and width: a value nested 1,000 deep cannot recurse
+
+
+def _brief(value: object) -> str:
+    """The first 40 characters of the value's repr, for a reject reason."""
+    return (_REPR.repr(value) if isinstance(value, (dict, list)) else repr(value))[:40]
+
+
 def cents_to_decimal(value: object) -> Decimal | None:
     """Integer cents → exact currency units. Floats, strings and bools are refused."""
     if value is None:
@@ -103,7 +112,7 @@ def cents_to_decimal(value: object) -> Decimal | None:
     if isinstance(value, Decimal) and value == value.to_integral_value():
         raise Invalid(f"money {value!s:.40}... does not fit DECIMAL(38,2)")  # a huge JSON integer
     if type(value) is not int:  # bool is an int subclass: refused too
-        raise Invalid(f"money must be integer cents, got {type(value).__name__} {value!r:.40}")
+        raise Invalid(f"money must be integer cents, got {type(value).__name__} {_brief(value)}")
     if not -MAX_CENTS < value < MAX_CENTS:
         raise Invalid(f"money {value} does not fit DECIMAL(38,2)")
     return Decimal(value).scaleb(-2, _EXACT)
@@ -114,7 +123,7 @@ def parse_instant(value: object) -> dt.datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Invalid(f"timestamp must be an ISO 8601 string, got {value!r:.40}")
+        raise Invalid(f"timestamp must be an ISO 8601 string, got {_brief(value)}")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -131,7 +140,7 @@ def parse_date(value: object) -> dt.date | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Invalid(f"date must be a YYYY-MM-DD string, got {value!r:.40}")
+        raise Invalid(f"date must be a YYYY-MM-DD string, got {_brief(value)}")
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
@@ -142,14 +151,14 @@ def _as_int(value: object) -> int | None:
     if value is None:
         return None
     if type(value) is not int or not -INT64_MAX - 1 <= value <= INT64_MAX:
-        raise Invalid(f"expected a 64-bit integer, got {value!r:.40}")
+        raise Invalid(f"expected a 64-bit integer, got {_brief(value)}")
     return value
 
 
 def _as_bool(value: object) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    raise Invalid(f"expected true/false, got {value!r:.40}")
+    raise Invalid(f"expected true/false, got {_brief(value)}")
 
 
 def _as_text(value: object) -> str | None:

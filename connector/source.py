@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -55,6 +54,7 @@ from connector.normalize import (
     rejects_table,
 )
 from connector.reconcile import IdTracker, Reconciliation
+from connector.undocumented import bounded_json, key_text
 
 
 def iso(instant: dt.datetime) -> str:
@@ -307,7 +307,7 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
                 continue  # outside the window; the traversal ends with the page that passes it
             cursor_value = _cursor_of(record, spec)
             accepted += 1
-            record_id = str(record_id)
+            record_id = key_text(record_id)
             seen_ids.append(record_id)
             last_page.append((record_id, cursor_value))
             if (record_id, cursor_value) in skip:
@@ -367,13 +367,13 @@ def _traverse(spec: ResourceSpec, control: RunControl) -> Iterator[Any]:
 
 def _fingerprint(record: Any) -> str:
     """A stable stand-in id for a record without one, for the last-page versions."""
-    text = json.dumps(record, sort_keys=True, default=str)
+    text = bounded_json(record, sort_keys=True)  # a poison record must not crash the traversal
     return "~" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _cursor_of(record: Any, spec: ResourceSpec) -> Any:
     value = record.get(spec.cursor_field) if isinstance(record, dict) else None
-    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+    return value if value is None or isinstance(value, (str, int, float, bool)) else key_text(value)
 
 
 def _at_or_after(value: Any, bound: dt.datetime) -> bool:

@@ -87,12 +87,21 @@ def _cut(value: object, depth: int) -> object:
     return value
 
 
-def bounded_json(value: object) -> str:
+def bounded_json(value: object, *, sort_keys: bool = False) -> str:
     """JSON text of anything parsed from JSON, deeper levels replaced by a marker: never raises
-    RecursionError, so a poison record can always be written to `_ciklek_rejects`."""
+    RecursionError, so a poison record can always be written to `_ciklek_rejects` (or hashed).
+    Below RAW_JSON_DEPTH the text is exactly `json.dumps(value, default=str)`."""
     if too_deep(value, RAW_JSON_DEPTH):
         value = _cut(value, 0)
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=str, sort_keys=sort_keys)
+
+
+def key_text(value: object) -> str:
+    """`str(value)` for an id or a cursor value, unless it is nested too deep to recurse through
+    (then its bounded JSON): the traversal must never crash on a poison record's id."""
+    if isinstance(value, (dict, list)) and too_deep(value, RAW_JSON_DEPTH):
+        return bounded_json(value)
+    return str(value)
 
 
 class TableColumns:

@@ -27,6 +27,7 @@ ORDERS = 120
 SMALL = ("--orders", ORDERS, "--customers", 20, "--products", 10, "--window-limit", 1_000_000)
 WIDE = 1_700
 DEEP = "[" * 1000 + "1" + "]" * 1000
+REJECTED = 6
 
 
 def _order_ids(sb: SandboxProcess) -> list[str]:
@@ -42,7 +43,7 @@ def _patch(sb: SandboxProcess, rid: str, body: str) -> None:
 
 
 def poison(sb: SandboxProcess) -> dict[str, str]:
-    """Patch five orders into poison; returns case → order id."""
+    """Patch eight orders into poison; returns case → order id."""
     ids = _order_ids(sb)
     cases = {
         "documented": ids[0],
@@ -50,12 +51,18 @@ def poison(sb: SandboxProcess) -> dict[str, str]:
         "deep": ids[2],
         "wide": ids[3],
         "lineage": ids[4],
+        "deep_cursor": ids[5],
+        "deep_id": ids[6],
+        "no_id": ids[7],
     }
     _patch(sb, cases["documented"], json.dumps({"Total": 999}))
     _patch(sb, cases["undocumented"], json.dumps({"Notes": "A", "notes": "b"}))
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
     _patch(sb, cases["wide"], json.dumps({f"f{n}": n for n in range(WIDE)}))
     _patch(sb, cases["lineage"], json.dumps({"_dlt_id": "forged", "_dlt_load_id": "forged"}))
+    _patch(sb, cases["deep_cursor"], '{"updated_at": ' + DEEP + "}")
+    _patch(sb, cases["deep_id"], '{"id": ' + DEEP + "}")
+    _patch(sb, cases["no_id"], '{"id": null, "deep": ' + DEEP + "}")
     return cases
 
 
@@ -72,19 +79,28 @@ Query = Callable[[str], list[tuple[Any, ...]]]
 
 
 def assert_poison_handled(sql: Query, schema: str, cases: dict[str, str]) -> None:
-    """The three rejected orders are in _ciklek_rejects; everything else loaded, safely."""
+    """The six rejected orders are in _ciklek_rejects; everything else loaded, safely."""
     ds = f'"{schema}"'
-    rejected = {cases["documented"], cases["undocumented"], cases["deep"]}
+    rejected = {cases[c] for c in ("documented", "undocumented", "deep", "deep_cursor")}
     loaded = {row[0] for row in sql(f"select id from {ds}.orders")}
-    assert len(loaded) == ORDERS - 3
-    assert not loaded & rejected
+    assert len(loaded) == ORDERS - REJECTED
+    assert not loaded & {*rejected, cases["deep_id"], cases["no_id"]}
     assert {cases["wide"], cases["lineage"]} <= loaded
-    reasons = dict(sql(f"select record_id, reason from {ds}._ciklek_rejects"))
+    rows = sql(f"select record_id, reason from {ds}._ciklek_rejects")
+    reasons = {rid: why for rid, why in rows if rid in rejected}
     assert reasons == {
         cases["documented"]: "field 'Total' lands in column 'total', which is already defined",
         cases["undocumented"]: "fields 'Notes' and 'notes' both land in column 'notes'",
         cases["deep"]: f"deep: nested deeper than {MAX_NESTING} levels",
+        cases["deep_cursor"]: f"updated_at: nested deeper than {MAX_NESTING} levels",
     }
+    others = sorted((why, rid) for rid, why in rows if rid not in rejected)
+    assert [why for why, _ in others] == [
+        "id is missing",
+        f"id: nested deeper than {MAX_NESTING} levels",
+    ]
+    assert others[0][1] is None and others[1][1].startswith("[[[[")  # the id, cut short
+    assert len(rows) == REJECTED
     [(raw,)] = sql(f"select raw_json from {ds}._ciklek_rejects where record_id = '{cases['deep']}'")
     assert json.loads(raw)["id"] == cases["deep"]
 
@@ -131,7 +147,7 @@ def test_poison_records_are_rejects_not_outages_in_duckdb(
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
     strict = run_cli("sync", "--strict", env=env_for(sb))
     assert strict.returncode == 4, strict.stderr + strict.stdout
-    assert query(db, "select count(*) from ciklek.orders")[0][0] == ORDERS - 3
+    assert query(db, "select count(*) from ciklek.orders")[0][0] == ORDERS - REJECTED
 
 
 def _dsn() -> str:

@@ -11,7 +11,14 @@ import pyarrow as pa
 import pytest
 
 from connector.catalogue import build_catalogue
-from connector.normalize import DELETED_COLUMN, build_batch
+from connector.normalize import (
+    DELETED_COLUMN,
+    Invalid,
+    build_batch,
+    cents_to_decimal,
+    parse_date,
+    parse_instant,
+)
 from connector.undocumented import (
     EXTRA_COLUMN,
     MAX_EXTRA_COLUMNS,
@@ -19,6 +26,7 @@ from connector.undocumented import (
     TableColumns,
     bounded_json,
     column_name,
+    key_text,
     too_deep,
 )
 from tests.unit.test_normalize import order
@@ -297,3 +305,27 @@ def test_a_page_of_distinct_names_keeps_first_seen_order_and_folds_the_rest() ->
     extra = batch.parent.column(EXTRA_COLUMN).to_pylist()
     assert extra[: MAX_EXTRA_COLUMNS // 20] == [None] * (MAX_EXTRA_COLUMNS // 20)
     assert json.loads(extra[-1]) == {f"r29_f{n}": n for n in range(20)}
+
+
+def test_ids_cursors_and_fingerprints_of_deep_values_never_recurse() -> None:
+    deep = nested(1000)
+    assert key_text("o1") == "o1" and key_text(17) == "17" and key_text([1, 2]) == "[1, 2]"
+    assert key_text(deep).startswith('[{"k": [{"k"') and len(key_text(deep)) < 1_000
+    record = {"b": 1, "a": [1, {"c": None}], "z": "é"}
+    assert bounded_json(record, sort_keys=True) == json.dumps(record, sort_keys=True, default=str)
+    assert bounded_json(record) == json.dumps(record, default=str)
+    assert json.loads(bounded_json({"id": None, "v": deep}, sort_keys=True))["id"] is None
+
+
+@pytest.mark.parametrize("convert", [parse_instant, parse_date, cents_to_decimal])
+def test_converters_name_a_deep_value_briefly(convert: Any) -> None:
+    with pytest.raises(Invalid, match=r"got .*\[\[\[\.\.\.\]\]\]") as caught:
+        convert(_lists(1000))
+    assert len(str(caught.value)) < 100
+
+
+def _lists(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
