@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from connector.errors import ConfigError
 
@@ -54,9 +54,6 @@ class ResourceSpec:
     def tables(self) -> tuple[str, ...]:
         """Warehouse tables this resource fills (parent first)."""
         return (self.name, self.child.table) if self.child else (self.name,)
-
-    def fields_of(self, kind: FieldKind) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.kind == kind)
 
 
 def _f(name: str, kind: FieldKind, required: bool = False) -> FieldSpec:
@@ -130,12 +127,11 @@ CATALOGUE: dict[str, ResourceSpec] = {
 }
 
 RESOURCE_NAMES: tuple[str, ...] = tuple(CATALOGUE)
-TABLE_NAMES: tuple[str, ...] = tuple(t for spec in CATALOGUE.values() for t in spec.tables)
 REJECTS_TABLE = "_ciklek_rejects"
 RUNS_TABLE = "_ciklek_sync_runs"
 
 
-def parse_name_list(value: Any, setting: str) -> list[str]:
+def parse_name_list(value: object, setting: str) -> list[str]:
     """Accept a list, a JSON list string or a comma-separated string (env vars are strings)."""
     if value is None:
         return []
@@ -171,7 +167,7 @@ def _with_kind(fields: tuple[FieldSpec, ...], name: str, kind: FieldKind) -> tup
 
 
 def build_catalogue(
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
     money_fields: Iterable[str] = (),
     exclude_fields: Iterable[str] = (),
 ) -> dict[str, ResourceSpec]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -64,6 +63,7 @@ from connector.traversal import (
     restart,
     stop,
 )
+from connector.undocumented import bounded_json, key_text
 
 __all__ = ["ciklek_source", "instant", "iso", "make_resource", "parse_instant"]
 
@@ -109,7 +109,7 @@ class _Chunk:
                 continue
             if self.until is not None and _at_or_after(cursor, self.until):
                 continue  # outside the window; the traversal ends with the page that passes it
-            record_id = str(record_id)
+            record_id = key_text(record_id)
             new_ids = new_ids or not self._seen(record_id)
             self.ids.append(record_id)
             ids.append(record_id)
@@ -292,13 +292,15 @@ def _tables(
 
 def _fingerprint(record: object) -> str:
     """A stable stand-in id for a record without one, for the last-page versions."""
-    text = json.dumps(record, sort_keys=True, default=str)
+    text = bounded_json(record, sort_keys=True)  # a poison record must not crash the traversal
     return "~" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _cursor_of(record: object, spec: ResourceSpec) -> str | int | float | bool | None:
     value = record.get(spec.cursor_field) if isinstance(record, dict) else None
-    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+    return (
+        value if value is None or isinstance(value, str | int | float | bool) else key_text(value)
+    )
 
 
 def _parsed(value: object) -> dt.datetime | None:

@@ -293,7 +293,7 @@ def test_documented_fields_get_declared_types_and_exact_values() -> None:
         ("o1-2", "o1", Decimal("5.00"), False),
     ]
     assert batch.child.schema.field("amount").type == MONEY_TYPE
-    assert batch.ids == ["o1"]
+    assert batch.parent.column("id").to_pylist() == ["o1"]
     assert batch.max_cursor == dt.datetime(2026, 2, 1, 20, 0, 0, 123456, tzinfo=dt.UTC)
 
 
