@@ -15,6 +15,7 @@ from pathlib import Path
 
 from connector.errors import ApiError, CiklekError, ContractViolation, TryLater
 from connector.reconcile import Reconciliation
+from connector.undocumented import TableColumns
 
 Window = tuple[dt.datetime | None, dt.datetime | None]
 Row = dict[str, object]
@@ -83,6 +84,8 @@ class RunReport:
     halt: CiklekError | None = None
     pending_rejects: list[Row] = field(default_factory=list)
     run_rows: list[Row] = field(default_factory=list)
+    # Undocumented columns per table admitted so far: the 200-column cap holds per run.
+    columns: TableColumns = field(default_factory=TableColumns)
     # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
     # each resource in it, so a kill loses at most `chunk_pages` requests.
     chunk_pages: int = 0

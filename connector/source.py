@@ -63,7 +63,7 @@ from connector.traversal import (
     restart,
     stop,
 )
-from connector.undocumented import bounded_json, key_text
+from connector.undocumented import TableColumns, bounded_json, key_text
 
 __all__ = ["ciklek_source", "instant", "iso", "make_resource", "parse_instant"]
 
@@ -173,7 +173,7 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
     out = run.report.outcome(spec.name)
     with run.client.borrow() as client:
         complete = _walk(chunk, client, run.report)
-    batch = build_batch(spec, chunk.records())
+    batch = build_batch(spec, chunk.records(), columns=_known_columns(spec, run.report))
     stop(trav, batch.max_cursor)
     out.chunks += 1
     if batch.parent is not None:
@@ -187,6 +187,15 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         finish(state, trav, chunk.last_page)
     state.store(raw_state)
     yield from _tables(spec, batch, out, run)
+
+
+def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
+    """The run's undocumented-column budget, seeded with what the warehouse tables already
+    have (dlt's schema), so the cap holds across chunks and runs, not only within a batch."""
+    tables = dlt.current.source_schema().tables
+    for table in spec.tables:
+        report.columns.seed(table, tables.get(table, {}).get("columns", {}))
+    return report.columns
 
 
 def _walk(chunk: _Chunk, client: CiklekClient, report: RunReport) -> bool:

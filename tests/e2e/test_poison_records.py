@@ -203,3 +203,39 @@ def test_poison_records_are_rejects_not_outages_in_postgres(
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
     strict = run_cli(*args, "--strict", env=env)
     assert strict.returncode == 4, strict.stderr + strict.stdout
+
+
+def test_the_column_cap_holds_across_runs(sandbox_factory, clean_env: Path) -> None:
+    """A run bringing 150 undocumented fields, then another bringing 150 new ones: the table
+    gets 200 such columns in all (the budget is seeded from the warehouse's schema), the rest
+    folds into `_ciklek_extra`."""
+    sb: SandboxProcess = sandbox_factory(*SMALL)
+    ids = _order_ids(sb)
+    env = env_for(sb)
+    documented = {f.name for f in CATALOGUE["orders"].fields}
+
+    def extra_columns() -> set[str]:
+        rows = query(
+            clean_env / DEFAULT_DB,
+            "select column_name from information_schema.columns "
+            "where table_schema = 'ciklek' and table_name = 'orders'",
+        )
+        names = {r[0] for r in rows}
+        extra = {n for n in names - documented if not n.startswith(("_dlt_", "_ciklek_"))}
+        return extra
+
+    _patch(sb, ids[0], json.dumps({f"a{n}": n for n in range(150)}))
+    first = run_cli("sync", "--resources", "orders", env=env)
+    assert first.returncode == 0, first.stderr
+    after_first = extra_columns()
+    assert len({n for n in after_first if n.startswith("a")}) == 150  # beside the API's own
+    _patch(sb, ids[1], json.dumps({f"b{n}": n for n in range(150)}))
+    second = run_cli("sync", "--resources", "orders", env=env)
+    assert second.returncode == 0, second.stderr
+    assert len(extra_columns()) == MAX_EXTRA_COLUMNS
+    folded = query(
+        clean_env / DEFAULT_DB,
+        f"select {EXTRA_COLUMN} from ciklek.orders where id = '{ids[1]}'",
+    )[0][0]
+    room = MAX_EXTRA_COLUMNS - len(after_first)
+    assert len(json.loads(folded)) == 150 - room  # the b fields beyond the cap
