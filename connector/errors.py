@@ -165,6 +165,7 @@ class ContractViolation(ApiError):
 # ---- exit codes of the `ciklek` command: the one table (README "Exit codes" must match) ----
 
 EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_AUTH, EXIT_STRICT, EXIT_TEMPFAIL = 0, 1, 2, 3, 4, 75
+EXIT_STALE, EXIT_SWEEP_REFUSED, EXIT_DESTINATION = 5, 6, 7
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,9 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ),
     ExitCode(
         EXIT_AUTH,
-        "credentials refused: 401, or 403 on a resource named in `--resources`",
-        "fix the key",
+        "credentials refused: 401, or 403 on a resource named in `--resources`, or the "
+        "destination refused its credentials",
+        "fix the key (or the destination's credentials)",
     ),
     ExitCode(
         EXIT_STRICT,
@@ -206,16 +208,41 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "look at the rejects",
     ),
     ExitCode(
+        EXIT_STALE,
+        "`status --max-age`: the last completed sync is older than the age, or there is none",
+        "alert: the data is stale",
+    ),
+    ExitCode(
+        EXIT_SWEEP_REFUSED,
+        "`sweep` refused to mark more than `sweep_max_delete_share` of a resource's rows; "
+        "nothing was marked",
+        "check, then `ciklek sweep --force`",
+    ),
+    ExitCode(
+        EXIT_DESTINATION,
+        "the destination needs a person (out of space, permission denied, read-only, a table "
+        "changed under us); progress kept up to the last committed chunk",
+        "fix the warehouse, then run again",
+    ),
+    ExitCode(
         EXIT_TEMPFAIL,
         "try again later, progress kept: daily quota or run budget spent, API still unavailable "
-        "after retries, another run of the same pipeline holds the lock, or stopped by "
-        "SIGTERM/SIGINT",
+        "after retries, another run of the same pipeline holds the lock, stopped by "
+        "SIGTERM/SIGINT, or the destination unreachable or locked",
         "retry later (EX_TEMPFAIL)",
     ),
 )
 
 # When several apply, the first of these wins (code 2 stands alone: nothing was sent).
-EXIT_PRECEDENCE: tuple[int, ...] = (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT, EXIT_OK)
+EXIT_PRECEDENCE: tuple[int, ...] = (
+    EXIT_BUG,
+    EXIT_AUTH,
+    EXIT_DESTINATION,
+    EXIT_TEMPFAIL,
+    EXIT_SWEEP_REFUSED,
+    EXIT_STRICT,
+    EXIT_OK,
+)
 
 
 def exit_codes_markdown() -> str:
@@ -226,7 +253,7 @@ def exit_codes_markdown() -> str:
         *(f"| {e.code} | {e.meaning} | {e.action} |" for e in EXIT_CODES),
         "",
         f"When several apply, the first of {', '.join(map(str, EXIT_PRECEDENCE))} wins. "
-        "Code 2 stands alone: nothing was sent.",
+        "Code 2 stands alone: nothing was sent. Code 5 is only ever `status`'s.",
     ]
     return "\n".join(rows)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import SplitResult, urlsplit
 
 from dlt.common.configuration import configspec, resolve_configuration
@@ -62,6 +63,13 @@ class CiklekConfiguration(BaseConfiguration):
     state_dir: str | None = None
     progress_interval_seconds: float = 10.0
     request_deadline_seconds: float = 120.0
+    destination_lock_wait_seconds: float = 30.0
+    duckdb_read_copy: str | None = None
+    deletes: str = "soft"
+    sweep_max_delete_share: float = 0.10
+    sweep_reserve: int | None = None
+    sweep_run_requests: int = 1_800
+    accounts: AsWritten | None = None
 
 
 _KNOWN_SECRETS: set[str] = set()
@@ -129,6 +137,13 @@ class Settings:
     state_dir: Path
     progress_interval_seconds: float
     request_deadline_seconds: float = 120.0
+    destination_lock_wait_seconds: float = 30.0
+    duckdb_read_copy: Path | None = None
+    deletes: str = "soft"  # "soft": mark _ciklek_deleted_at; "hard": remove the rows
+    sweep_max_delete_share: float = 0.10
+    sweep_reserve: int = 0  # requests of the daily budget a sweep leaves to syncs
+    sweep_run_requests: int = 1_800
+    accounts: tuple[str, ...] = ()
 
     def require_key(self) -> ApiKey:
         if self.api_key is None or not self.api_key.reveal().strip():
@@ -279,14 +294,16 @@ def load_settings(**overrides: object) -> Settings:
     if _as_float("lookback_seconds", values["lookback_seconds"]) < 0:
         raise ConfigError("lookback_seconds must be 0 or more")
     state_dir = values.get("state_dir")
+    budget = _daily_budget(values)
     return Settings(
+        **_operations(values, budget),
         api_key=_api_key(values.get("api_key")),
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),
         resources_named=bool(names),
         catalogue=catalogue,
-        daily_request_budget=_daily_budget(values),
+        daily_request_budget=budget,
         max_rate_limit_waits=_as_int("max_rate_limit_waits", values["max_rate_limit_waits"]),
         lookback_seconds=_as_float("lookback_seconds", values["lookback_seconds"]),
         state_dir=Path(str(state_dir)).expanduser() if state_dir else default_state_dir(),
@@ -302,6 +319,57 @@ def load_settings(**overrides: object) -> Settings:
         checkpoint_seconds=floats["checkpoint_seconds"],
         request_deadline_seconds=floats["request_deadline_seconds"],
     )
+
+
+ACCOUNT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Operations(TypedDict):
+    destination_lock_wait_seconds: float
+    duckdb_read_copy: Path | None
+    deletes: str
+    sweep_max_delete_share: float
+    sweep_reserve: int
+    sweep_run_requests: int
+    accounts: tuple[str, ...]
+
+
+def _operations(values: Mapping[str, object], budget: int) -> _Operations:
+    """The settings of the warehouse side, sweeps and accounts (README lists each)."""
+    wait = _as_float("destination_lock_wait_seconds", values["destination_lock_wait_seconds"])
+    if wait < 0:
+        raise ConfigError("destination_lock_wait_seconds must be 0 or more")
+    deletes = str(values["deletes"]).strip().lower()
+    if deletes not in ("soft", "hard"):
+        raise ConfigError(f'deletes must be "soft" or "hard", got {values["deletes"]!r}')
+    share = _as_float("sweep_max_delete_share", values["sweep_max_delete_share"])
+    if not 0 <= share <= 1:
+        raise ConfigError(f"sweep_max_delete_share must be between 0 and 1, got {share:g}")
+    raw_reserve = values.get("sweep_reserve")
+    reserve = budget // 5 if raw_reserve is None else _as_int("sweep_reserve", raw_reserve)
+    if not 0 <= reserve < budget:
+        raise ConfigError(
+            f"sweep_reserve must be between 0 and the daily budget ({budget:,}), got {reserve:,}"
+        )
+    run_requests = _as_int("sweep_run_requests", values["sweep_run_requests"])
+    _positive("sweep_run_requests", run_requests)
+    accounts = parse_name_list(values.get("accounts"), "accounts")
+    bad = [a for a in accounts if not ACCOUNT_NAME.match(a)]
+    if bad:
+        raise ConfigError(
+            f"accounts: {', '.join(map(repr, bad))} must match [a-z][a-z0-9_]* (lower-case "
+            "letters, digits and underscores, starting with a letter)"
+        )
+    copy = values.get("duckdb_read_copy")
+    return {
+        "destination_lock_wait_seconds": wait,
+        "duckdb_read_copy": Path(str(copy)).expanduser().absolute() if copy else None,
+        "deletes": deletes,
+        "sweep_max_delete_share": share,
+        "sweep_reserve": reserve,
+        "sweep_run_requests": run_requests,
+        "accounts": tuple(dict.fromkeys(accounts)),
+    }
 
 
 _POSITIVE_INTS = ("requests_per_minute", "max_attempts", "checkpoint_pages")

@@ -373,6 +373,7 @@ def make_resource(spec: ResourceSpec, run: SourceRun) -> DltResource:
 RUN_COLUMNS: list[dict[str, object]] = [
     {"name": "run_id", "data_type": "text"},
     {"name": "pipeline", "data_type": "text"},
+    {"name": "kind", "data_type": "text"},
     {"name": "started_at", "data_type": "timestamp", "timezone": True},
     {"name": "ended_at", "data_type": "timestamp", "timezone": True},
     {"name": "outcome", "data_type": "text"},

@@ -30,8 +30,11 @@ from connector.destinations import resolve_destination
 from connector.errors import (
     EXIT_AUTH,
     EXIT_BUG,
+    EXIT_DESTINATION,
     EXIT_OK,
+    EXIT_PRECEDENCE,
     EXIT_STRICT,
+    EXIT_SWEEP_REFUSED,
     EXIT_TEMPFAIL,
     ApiError,
     BudgetSpent,
@@ -399,9 +402,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
-    result.exit_code = next(
-        (c for c in (EXIT_BUG, EXIT_AUTH, EXIT_TEMPFAIL, EXIT_STRICT) if c in codes), EXIT_OK
-    )
+    result.exit_code = next((c for c in EXIT_PRECEDENCE if c in codes), EXIT_OK)
 
 
 def _error_message(name: str, error: ApiError | ContractViolation) -> tuple[int, str]:
@@ -423,6 +424,15 @@ def _error_message(name: str, error: ApiError | ContractViolation) -> tuple[int,
     )
 
 
+def run_kind(options: SyncOptions) -> str:
+    """What kind of run this is, for the run log and the summary: sync, window or refresh."""
+    if options.full_refresh:
+        return "refresh"
+    if options.since or options.until:
+        return "window"
+    return "sync"
+
+
 def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) -> Row:
     outcomes = result.report.outcomes.values()
     outcome = {
@@ -430,11 +440,14 @@ def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) 
         EXIT_STRICT: "completed_with_rejects",
         EXIT_TEMPFAIL: "stopped_try_later",
         EXIT_AUTH: "credentials_refused",
+        EXIT_DESTINATION: "destination_needs_attention",
+        EXIT_SWEEP_REFUSED: "sweep_refused",
         EXIT_BUG: "failed",
     }.get(result.exit_code, "failed")
     return {
         "run_id": result.run_id,
         "pipeline": options.pipeline,
+        "kind": run_kind(options),
         "started_at": started_at,
         "ended_at": dt.datetime.now(dt.UTC),
         "outcome": outcome,

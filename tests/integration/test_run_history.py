@@ -66,6 +66,8 @@ def test_read_runs_from_a_synced_duckdb_file(sandbox: SandboxProcess, clean_env:
     assert first.returncode == 0, first.stderr
     second = run_cli("sync", "--resources", "orders", env=sync_env(sandbox))
     assert second.returncode == 0, second.stderr
+    window = run_cli("sync", "--since", "2020-01-01", env=sync_env(sandbox))
+    assert window.returncode == 0, window.stderr
     pipeline = dlt.pipeline(
         pipeline_name="reader",
         destination=dlt.destinations.duckdb(str(clean_env / DEFAULT_DB)),
@@ -73,8 +75,9 @@ def test_read_runs_from_a_synced_duckdb_file(sandbox: SandboxProcess, clean_env:
         pipelines_dir=str(clean_env / "reader"),
     )
     runs = sorted(read_runs(pipeline, "ciklek"), key=lambda r: r.started_at)
-    assert [r.outcome for r in runs] == ["completed", "completed"]
-    assert [set(r.resources) for r in runs] == [set(ALL), {"orders"}]
+    assert [r.outcome for r in runs] == ["completed"] * 3
+    assert [r.kind for r in runs] == ["sync", "sync", "window"]
+    assert [set(r.resources) for r in runs] == [set(ALL), {"orders"}, set(ALL)]
     served = sandbox.stats()["requests"]
     assert sum(r.requests for r in runs) == served
     assert last_complete_sync(runs, ALL) == runs[0]

@@ -25,9 +25,9 @@ def test_readme_exit_code_table_matches_the_code_table_exactly() -> None:
 
 
 def test_codes_are_the_contracts_and_precedence_lists_every_outcome_but_2() -> None:
-    assert [e.code for e in EXIT_CODES] == [0, 1, 2, 3, 4, 75]
-    assert sorted(EXIT_PRECEDENCE) == [0, 1, 3, 4, 75]
-    assert "the first of 1, 3, 75, 4, 0 wins" in readme_section("Exit codes")
+    assert [e.code for e in EXIT_CODES] == [0, 1, 2, 3, 4, 5, 6, 7, 75]
+    assert sorted(EXIT_PRECEDENCE) == [0, 1, 3, 4, 6, 7, 75]
+    assert "the first of 1, 3, 7, 75, 6, 4, 0 wins" in readme_section("Exit codes")
 
 
 def test_help_shows_every_code() -> None:
