@@ -38,6 +38,7 @@ from connector.errors import (
     EXIT_TEMPFAIL,
     ApiError,
     BudgetSpent,
+    CiklekError,
     ConfigError,
     ContractViolation,
     MissingScope,
@@ -84,6 +85,9 @@ class SyncResult:
     messages: list[str] = field(default_factory=list)
     resume_at: dt.datetime | None = None
     run_id: str = ""
+    # The typed error behind a non-zero exit code, for `raise_for_outcome()` and schedulers;
+    # set by whatever decides that exit code (an API refusal, a quota stop, a destination fault).
+    error: CiklekError | None = None
 
 
 def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
