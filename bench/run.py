@@ -44,7 +44,7 @@ KNOWN_CAUSES = {
     ),
     "resume": (
         "a commit covers at most `checkpoint_pages` pages across all resources (one "
-        "`pipeline.run`; `RunControl.chunk_used` in `connector/source.py`), so a kill loses "
+        "`pipeline.run`; `RunReport.chunk_pages` in `connector/run.py`), so a kill loses "
         "only the pages fetched since the last commit, and the rerun continues from the last "
         "committed cursor of each resource."
     ),
