@@ -9,12 +9,12 @@ waited for, since such holders come and go; anything else is reported at once.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol
 
 import duckdb
@@ -28,8 +28,18 @@ class _SqlClient(Protocol):
     def execute_sql(self, sql: str) -> object: ...
 
 
+class _OpenClient(Protocol):
+    """dlt's SqlClientBase as a context manager (its `__exit__` takes no Optional types)."""
+
+    def __enter__(self) -> _SqlClient: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException], exc_val: BaseException, exc_tb: TracebackType
+    ) -> None: ...
+
+
 class _Pipeline(Protocol):
-    def sql_client(self) -> contextlib.AbstractContextManager[_SqlClient]: ...
+    def sql_client(self) -> _OpenClient: ...
 
 
 def probe(pipeline: _Pipeline) -> None:
