@@ -89,7 +89,11 @@ def publish_read_copy(database: Path, copy: Path) -> None:
     """
     copy.parent.mkdir(parents=True, exist_ok=True)
     partial = copy.with_name(f".{copy.name}.{os.getpid()}.partial")
-    with duckdb.connect(str(database)) as con:
-        con.execute("CHECKPOINT")
-        shutil.copyfile(database, partial)
-    os.replace(partial, copy)
+    try:
+        with duckdb.connect(str(database)) as con:
+            con.execute("CHECKPOINT")
+            shutil.copyfile(database, partial)
+        os.replace(partial, copy)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a half-written copy must not pile up beside the real one
+        raise

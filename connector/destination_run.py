@@ -208,9 +208,15 @@ def publish_after_run(
         publish_read_copy(database, copy)
     except Exception as exc:
         fault = classify(exc)
-        if fault is None:
+        if fault is not None:
+            error = as_error(fault, f"{destination_label(pipeline)} (read copy {copy})")
+        elif isinstance(exc, OSError):  # a copy path that cannot be written: a person must act
+            error = DestinationNeedsPerson(
+                f"read copy {copy}: cannot be written ({exc.strerror or exc}); fix the path or "
+                "unset duckdb_read_copy"
+            )
+        else:
             raise
-        error = as_error(fault, f"read copy {copy}")
         result.messages.append(f"read copy not published: {error}")
         code = exit_code_for(error)
         if code is not None and EXIT_PRECEDENCE.index(code) < EXIT_PRECEDENCE.index(

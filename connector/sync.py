@@ -256,10 +256,10 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         pipeline.config.runtime.intercept_signals = False
         check_destination_config(pipeline)
         check_read_copy(pipeline, settings, options.dataset)
-        check_before_requests(pipeline, settings)  # a locked/unreachable warehouse costs nothing
         check_column_types(
             pipeline, settings, set(settings.resources) if options.full_refresh else set()
         )
+        check_before_requests(pipeline, settings)  # a locked/unreachable warehouse costs nothing
         config = RunConfig(
             page_size=settings.page_size,
             chunk_pages=settings.checkpoint_pages,
