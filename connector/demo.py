@@ -158,6 +158,12 @@ def run_demo(
             f'without the duckdb CLI: .venv/bin/python -c "import duckdb; print(duckdb.connect('
             f"'{target}').sql('select count(*) from ciklek.orders'))\")"
         )
+        printer(
+            "analysts beside hourly syncs: a session open on the sync's file, even "
+            "`duckdb -readonly`, makes the sync wait; set SOURCES__CIKLEK__DUCKDB_READ_COPY="
+            "/path/ciklek_read.duckdb (duckdb_read_copy in .dlt/config.toml) and query that copy "
+            "instead (README: 'Analysts and scheduled syncs on one DuckDB file')"
+        )
         return result.exit_code
     finally:
         proc.terminate()

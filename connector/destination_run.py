@@ -35,7 +35,7 @@ from connector.errors import (
     CiklekError,
     ConfigError,
 )
-from connector.settings import Settings, scrub
+from connector.settings import Settings, register_secret, scrub
 
 
 class _Result(Protocol):
@@ -132,6 +132,9 @@ def check_before_requests(pipeline: dlt.Pipeline, settings: Settings) -> None:
     Raises DestinationUnavailable (75), DestinationCredentialsRefused (3) or
     DestinationNeedsPerson (7); a DuckDB file another process holds is waited for first.
     """
+    # The warehouse password is never printed, whatever a driver's message happens to contain.
+    password = getattr(pipeline.destination_client().config.credentials, "password", None)
+    register_secret(password if isinstance(password, str) else None)
     label = destination_label(pipeline)
     open_destination(
         pipeline,

@@ -247,3 +247,10 @@ def api_line_items(sb: SandboxProcess) -> int:
             after = body.json()["meta"]["next_cursor"]
             if after is None:
                 return total
+
+
+def test_the_demo_points_analysts_at_the_read_copy(tmp_path: Path) -> None:
+    done = run_cli("demo", "--orders", "20", "--file", str(tmp_path / "demo.duckdb"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SOURCES__CIKLEK__DUCKDB_READ_COPY=" in done.stdout
+    assert "Analysts and scheduled syncs on one DuckDB file" in done.stdout
