@@ -14,6 +14,7 @@ never reaches it. The demo replaces only a file that is a DuckDB database (or em
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -134,6 +135,8 @@ def run_demo(
             settings = load_settings(
                 base_url=str(banner["url"]), api_key=key, state_dir=state_dir, resources=None
             )
+            # The user's read copy belongs to their real pipeline: never fill it with demo data.
+            settings = dataclasses.replace(settings, duckdb_read_copy=None)
             result = run_sync(
                 SyncOptions(duckdb_file=str(target), progress=False), settings=settings
             )

@@ -249,8 +249,13 @@ def api_line_items(sb: SandboxProcess) -> int:
                 return total
 
 
-def test_the_demo_points_analysts_at_the_read_copy(tmp_path: Path) -> None:
-    done = run_cli("demo", "--orders", "20", "--file", str(tmp_path / "demo.duckdb"))
+def test_the_demo_points_analysts_at_the_read_copy_and_leaves_theirs_alone(
+    tmp_path: Path,
+) -> None:
+    theirs = tmp_path / "theirs_read.duckdb"  # the user's real pipeline's copy
+    env = {**os.environ, "SOURCES__CIKLEK__DUCKDB_READ_COPY": str(theirs)}
+    done = run_cli("demo", "--orders", "20", "--file", str(tmp_path / "demo.duckdb"), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SOURCES__CIKLEK__DUCKDB_READ_COPY=" in done.stdout
     assert "Analysts and scheduled syncs on one DuckDB file" in done.stdout
+    assert not theirs.exists()
