@@ -9,6 +9,7 @@ to do. `run_sync` calls in at four points (see each function), so the sync loop 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,8 @@ from connector.errors import (
     ConfigError,
 )
 from connector.settings import Settings, register_secret, scrub
+
+_log = logging.getLogger(__name__)
 
 
 class _Result(Protocol):
@@ -171,6 +174,7 @@ def stop_on_fault(pipeline: dlt.Pipeline, result: _Result) -> Iterator[None]:
         fault = classify(exc)
         if fault is None:
             raise
+        _log.debug("the warehouse failed", exc_info=True)  # the traceback, with --debug only
         error = as_error(fault, destination_label(pipeline))
         result.error = error
         text = str(error)
