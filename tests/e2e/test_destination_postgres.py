@@ -121,6 +121,9 @@ def test_postgres_stopped_mid_sync_exits_75_and_the_rerun_loses_and_doubles_noth
     assert "destination postgres 127.0.0.1:" in output and "progress is kept" in output
     spent = sb.stats()["requests"]
     assert 5 <= spent < 12  # stopped part-way: 300 orders are 12 pages
+    status = run_cli("status", env=env)  # the run row could not be written; status.json has it
+    assert "last run: stopped_try_later (exit 75)" in status.stdout, status.stdout
+    assert "the warehouse is unreachable or restarting" in status.stdout
 
     private_pg.start()
     kept = pg(private_pg.dsn, "select count(*) from ciklek.orders")[0][0]
