@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import connector
+from connector.destination_faults import DestinationCredentialsRefused, DestinationNeedsPerson
 from connector.errors import (
     EXIT_AUTH,
     EXIT_BUG,
     EXIT_CONFIG,
+    EXIT_DESTINATION,
     EXIT_OK,
     EXIT_TEMPFAIL,
     CiklekError,
@@ -166,6 +168,12 @@ def run_guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     except TryLater as exc:
         err(f"ciklek: {exc}")
         return EXIT_TEMPFAIL
+    except DestinationCredentialsRefused as exc:  # the warehouse's credentials, not the API key
+        err(f"ciklek: {exc}")
+        return EXIT_AUTH
+    except DestinationNeedsPerson as exc:
+        err(f"ciklek: {exc}")
+        return EXIT_DESTINATION
     except KeyboardInterrupt:
         err("ciklek: interrupted")
         return EXIT_TEMPFAIL

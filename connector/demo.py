@@ -14,6 +14,7 @@ never reaches it. The demo replaces only a file that is a DuckDB database (or em
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -134,6 +135,8 @@ def run_demo(
             settings = load_settings(
                 base_url=str(banner["url"]), api_key=key, state_dir=state_dir, resources=None
             )
+            # The user's read copy belongs to their real pipeline: never fill it with demo data.
+            settings = dataclasses.replace(settings, duckdb_read_copy=None)
             result = run_sync(
                 SyncOptions(duckdb_file=str(target), progress=False), settings=settings
             )
@@ -157,6 +160,12 @@ def run_demo(
             f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"  (or, '
             f'without the duckdb CLI: .venv/bin/python -c "import duckdb; print(duckdb.connect('
             f"'{target}').sql('select count(*) from ciklek.orders'))\")"
+        )
+        printer(
+            "analysts beside hourly syncs: a session open on the sync's file, even "
+            "`duckdb -readonly`, makes the sync wait; set SOURCES__CIKLEK__DUCKDB_READ_COPY="
+            "/path/ciklek_read.duckdb (duckdb_read_copy in .dlt/config.toml) and query that copy "
+            "instead (README: 'Analysts and scheduled syncs on one DuckDB file')"
         )
         return result.exit_code
     finally:

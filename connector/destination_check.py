@@ -9,12 +9,12 @@ waited for, since such holders come and go; anything else is reported at once.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol
 
 import duckdb
@@ -28,8 +28,18 @@ class _SqlClient(Protocol):
     def execute_sql(self, sql: str) -> object: ...
 
 
+class _OpenClient(Protocol):
+    """dlt's SqlClientBase as a context manager (its `__exit__` takes no Optional types)."""
+
+    def __enter__(self) -> _SqlClient: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException], exc_val: BaseException, exc_tb: TracebackType
+    ) -> None: ...
+
+
 class _Pipeline(Protocol):
-    def sql_client(self) -> contextlib.AbstractContextManager[_SqlClient]: ...
+    def sql_client(self) -> _OpenClient: ...
 
 
 def probe(pipeline: _Pipeline) -> None:
@@ -79,7 +89,11 @@ def publish_read_copy(database: Path, copy: Path) -> None:
     """
     copy.parent.mkdir(parents=True, exist_ok=True)
     partial = copy.with_name(f".{copy.name}.{os.getpid()}.partial")
-    with duckdb.connect(str(database)) as con:
-        con.execute("CHECKPOINT")
-        shutil.copyfile(database, partial)
-    os.replace(partial, copy)
+    try:
+        with duckdb.connect(str(database)) as con:
+            con.execute("CHECKPOINT")
+            shutil.copyfile(database, partial)
+        os.replace(partial, copy)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a half-written copy must not pile up beside the real one
+        raise

@@ -21,8 +21,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dlt.common.destination.exceptions import DestinationTransientException
-
 from connector.errors import CiklekError, TryLater
 
 
@@ -93,6 +91,7 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         nxt = (
             getattr(current, "exception", None)  # PipelineStepFailed
             or getattr(current, "inner_exception", None)  # DestinationConnectionError
+            or getattr(current, "client_exception", None)  # LoadClientJobFailed / ...Retry
             or current.__cause__
             or current.__context__
         )
@@ -203,6 +202,10 @@ def _pg_transient(exc: BaseException) -> DestinationFault:
 
 def _classify_dlt(exc: BaseException) -> DestinationFault | None:
     """Last resort for other warehouses: dlt's own transient/connection classification."""
+    # Imported here: the CLI imports this module for its error types, and `ciklek sandbox` or
+    # `--version` must not pay for loading dlt.
+    from dlt.common.destination.exceptions import DestinationTransientException
+
     for link in causes(exc):
         # DestinationConnectionError is one of dlt's transient exceptions.
         if isinstance(link, DestinationTransientException):

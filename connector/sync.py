@@ -26,6 +26,14 @@ from dlt.common.storages.load_package import PackageStorage
 
 from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
 from connector.compose import SourceRun, compose_sync, dlt_run_settings
+from connector.destination_run import (
+    check_before_requests,
+    check_read_copy,
+    exit_code_for,
+    may_record_run,
+    publish_after_run,
+    stop_on_fault,
+)
 from connector.destinations import resolve_destination
 from connector.errors import (
     EXIT_AUTH,
@@ -247,9 +255,11 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
         pipeline.config.runtime.intercept_signals = False
         check_destination_config(pipeline)
+        check_read_copy(pipeline, settings, options.dataset)
         check_column_types(
             pipeline, settings, set(settings.resources) if options.full_refresh else set()
         )
+        check_before_requests(pipeline, settings)  # a locked/unreachable warehouse costs nothing
         config = RunConfig(
             page_size=settings.page_size,
             chunk_pages=settings.checkpoint_pages,
@@ -274,12 +284,14 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             )
             status = _Status(options, settings, report)
             status.write(pipeline, running=True)
-            with stop_on_signals(report.stop_event):
+            with stop_on_signals(report.stop_event), stop_on_fault(pipeline, result):
                 _chunks(pipeline, run.source, options, result, status)
         result.elapsed = time.monotonic() - started
         _decide(result, options)
         run_row = _run_row(result, options, started_at)
-        _record_run(pipeline, run.source, run_row, result)
+        if may_record_run(pipeline, result):
+            _record_run(pipeline, run.source, run_row, result)
+        publish_after_run(pipeline, settings, result, run_row)
         states = resource_states(pipeline, list(settings.resources))
         result.watermarks = {n: s.watermark for n, s in states.items()}
         status.write(pipeline, running=False, last_run={k: v for k, v in run_row.items()})
@@ -406,6 +418,8 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
+    if (fault_code := exit_code_for(result.error)) is not None:  # the warehouse failed mid-run
+        codes.append(fault_code)
     result.exit_code = next((c for c in EXIT_PRECEDENCE if c in codes), EXIT_OK)
 
 

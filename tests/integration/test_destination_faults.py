@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,34 +23,7 @@ from connector.destination_faults import (
     FaultKind,
     classify,
 )
-
-HOLDER = """
-import duckdb, sys
-con = duckdb.connect(sys.argv[1], read_only=True)
-print(con.sql(sys.argv[2]).fetchall()[0][0] if len(sys.argv) > 2 else "ready", flush=True)
-for line in sys.stdin:  # each line: run the query again and print its answer
-    print(con.sql(sys.argv[2]).fetchall()[0][0], flush=True)
-"""
-
-
-class Holder:
-    """Another process holding a DuckDB file open read-only, as an analyst's shell does."""
-
-    def __init__(self, path: Path, sql: str | None = None) -> None:
-        args = [sys.executable, "-c", HOLDER, str(path), *([sql] if sql else [])]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.first = self.proc.stdout.readline().strip()
-
-    def ask(self) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+from tests.duckdb_holder import Holder
 
 
 @pytest.fixture
