@@ -30,6 +30,7 @@ import httpx
 import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from connector.bounded_body import BodyTooLarge, BoundedDecoder
 from connector.errors import (
     ApiError,
     BadRequest,
@@ -545,19 +546,23 @@ class CiklekClient:
                 status=response.status_code,
                 endpoint=endpoint,
             )
+        decoder = BoundedDecoder(encoding, self.max_body_bytes)
         body = bytearray()
-        for chunk in response.iter_bytes():
-            if len(body) + len(chunk) > self.max_body_bytes:  # checked before copying it in
-                raise ContractViolation(
-                    f"response body larger than the {self.max_body_bytes:,}-byte cap once "
-                    "decoded (max_body_bytes; a page of 100 records is far smaller): a broken "
-                    "contract or a compression bomb",
-                    status=response.status_code,
-                    endpoint=endpoint,
-                )
-            body += chunk
-            if self._monotonic() > deadline:
-                raise _DeadlinePassed
+        # A response built in memory (a test transport) is read already: httpx decoded it.
+        chunks = [response.content] if response.is_stream_consumed else None
+        try:
+            for raw in chunks or response.iter_raw():
+                body += decoder.feed(raw) if chunks is None else decoder.feed_decoded(raw)
+                if self._monotonic() > deadline:
+                    raise _DeadlinePassed
+        except BodyTooLarge:
+            raise ContractViolation(
+                f"response body larger than the {self.max_body_bytes:,}-byte cap once "
+                "decoded (max_body_bytes; a page of 100 records is far smaller): a broken "
+                "contract or a compression bomb",
+                status=response.status_code,
+                endpoint=endpoint,
+            ) from None
         if self._monotonic() > deadline:
             raise _DeadlinePassed
         return bytes(body)
