@@ -8,13 +8,14 @@ stays under the 10 % guard, and a sweep takes a handful of requests.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from connector.sync import SyncOptions, SyncResult, run_sync
-from tests.helpers import DEFAULT_DB, query
+from tests.helpers import DEFAULT_DB, query, run_cli
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import api_records, fast_env, set_env
 
@@ -49,7 +50,9 @@ def marked(db: Path, table: str, key: str = "id") -> set[str]:
 
 
 def live(db: Path, table: str) -> set[str]:
-    return {r[0] for r in query(db, f"select id from ciklek.{table} where _ciklek_deleted_at is null")}
+    return {
+        r[0] for r in query(db, f"select id from ciklek.{table} where _ciklek_deleted_at is null")
+    }
 
 
 def test_sweep_marks_exactly_the_deleted_records(sb: SandboxProcess, clean_env: Path) -> None:
@@ -70,7 +73,9 @@ def test_sweep_marks_exactly_the_deleted_records(sb: SandboxProcess, clean_env: 
     assert marked(db, "customers") == set(gone_customers)
     assert live(db, "orders") == set(orders) - set(gone_orders)
     assert live(db, "customers") == set(customers) - set(gone_customers)
-    items = query(db, "select order_id, _ciklek_deleted_at is not null from ciklek.order_line_items")
+    items = query(
+        db, "select order_id, _ciklek_deleted_at is not null from ciklek.order_line_items"
+    )
     assert {o for o, dead in items if dead} == set(gone_orders)
     assert all(not dead for o, dead in items if o not in gone_orders)
     assert result.report.outcome("orders").marked_deleted == 5
@@ -80,7 +85,11 @@ def test_sweep_marks_exactly_the_deleted_records(sb: SandboxProcess, clean_env: 
         "order by started_at desc limit 1",
     )
     assert run == [("sweep", 8, 0)]
-    at = query(db, "select distinct _ciklek_deleted_at from ciklek.customers where _ciklek_deleted_at is not null")
+    at = query(
+        db,
+        "select distinct _ciklek_deleted_at from ciklek.customers "
+        "where _ciklek_deleted_at is not null",
+    )
     assert len(at) == 1 and isinstance(at[0][0], dt.datetime) and at[0][0].tzinfo is not None
 
     # A record that comes back (same id) is live again after the next sync.
@@ -92,3 +101,141 @@ def test_sweep_marks_exactly_the_deleted_records(sb: SandboxProcess, clean_env: 
     assert again.exit_code == 0
     assert marked(db, "customers") == set(gone_customers[1:])
     assert marked(db, "orders") == set(gone_orders)
+
+
+def test_a_list_hiding_half_the_customers_marks_nothing_then_force_applies_it(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    db = clean_env / DEFAULT_DB
+    assert sync().exit_code == 0
+    sb.control_post("hide", json={"resource": "customers", "share": 0.5})
+    hidden = set(api_records(sb, "customers"))
+    result = sweep()
+    assert result.exit_code == 6
+    assert marked(db, "customers") == set() and marked(db, "orders") == set()
+    text = " ".join(result.messages)
+    assert "customers: sweep refused to mark" in text and "meta.total" in text
+    assert result.report.outcome("orders").marked_deleted == 0  # orders: nothing deleted, applied
+    status = query(
+        db,
+        "select kind, outcome, exit_code, rows_marked_deleted from ciklek._ciklek_sync_runs "
+        "order by started_at desc limit 1",
+    )
+    assert status == [("sweep", "sweep_refused", 6, 0)]
+
+    # Again without --force: refused again, from the kept result, without a traversal.
+    before = sb.stats()["requests"]
+    assert sweep(resources=["customers"]).exit_code == 6
+    assert sb.stats()["requests"] == before
+
+    # --force applies the kept result: no request at all, the unseen rows marked.
+    forced = sweep(resources=["customers"], force=True)
+    assert forced.exit_code == 0, forced.messages
+    assert sb.stats()["requests"] == before
+    every = {r[0] for r in query(db, "select id from ciklek.customers")}
+    assert marked(db, "customers") == every - hidden
+    assert 10 < len(every - hidden) < 30  # about half were hidden
+    # The result is applied once: a new sweep (the list whole again) starts over.
+    sb.control_post("hide", json={"resource": "customers", "share": 0})
+    assert sweep(resources=["customers"]).exit_code == 0
+    assert sb.stats()["requests"] > before
+    assert marked(db, "customers") == set()  # every record came back in the full list
+
+
+def test_hard_deletes_remove_rows_and_line_items(
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = clean_env / DEFAULT_DB
+    monkeypatch.setenv("SOURCES__CIKLEK__DELETES", "hard")
+    assert sync().exit_code == 0
+    orders, customers = sorted(api_records(sb)), sorted(api_records(sb, "customers"))
+    delete(sb, "orders", orders[:2])
+    delete(sb, "customers", customers[:1])
+    result = sweep()
+    assert result.exit_code == 0, result.messages
+    assert {r[0] for r in query(db, "select id from ciklek.orders")} == set(orders[2:])
+    assert {r[0] for r in query(db, "select id from ciklek.customers")} == set(customers[1:])
+    item_orders = {r[0] for r in query(db, "select order_id from ciklek.order_line_items")}
+    assert not item_orders & set(orders[:2]) and item_orders
+    assert marked(db, "orders") == set()
+    assert result.report.outcome("orders").marked_deleted == 2
+
+
+def test_sweep_runs_stop_at_their_cap_and_records_changed_meanwhile_stay_live(
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep run stops after `sweep_run_requests` (exit 75, progress kept); syncs run between
+    the sweep runs; records updated or created meanwhile are never marked."""
+    db = clean_env / DEFAULT_DB
+    monkeypatch.setenv("SOURCES__CIKLEK__SWEEP_RUN_REQUESTS", "3")
+    assert sync(resources=["orders"]).exit_code == 0
+    orders = sorted(api_records(sb))
+    delete(sb, "orders", orders[:4])
+    total_requests = 0
+    first = sweep(resources=["orders"])
+    assert first.exit_code == 75
+    assert "sweep_run_requests 3 reached" in " ".join(first.messages)
+    assert first.log.requests == 3
+    total_requests += first.log.requests
+    # The sweep has passed the first 60 records (of 76): update three of them and one it has
+    # not reached, create two, and let a sync load them between the sweep runs.
+    passed = [r for r in sorted(api_records(sb).values(), key=lambda r: r["updated_at"])][:60]
+    for rec in [*passed[:3]]:
+        sb.control_request("PATCH", f"records/orders/{rec['id']}", json={"status": "shipped"})
+    created = sb.control_post("mutate", resource="orders", update=1, create=2)
+    assert sync(resources=["orders"]).exit_code == 0
+    second = sweep(resources=["orders"])
+    assert second.exit_code == 0, second.messages
+    total_requests += second.log.requests
+    # 76 - 4 + 2 = 74 records; the three updated ones moved to the end, seen again.
+    assert total_requests <= 5 + 1
+    assert marked(db, "orders") == set(orders[:4])
+    assert set(created["created"]) <= live(db, "orders")
+    assert live(db, "orders") == set(api_records(sb))
+
+
+def test_a_sweep_spanning_a_quota_stop_completes_the_next_day(
+    sb: SandboxProcess, clean_env: Path
+) -> None:
+    """Each run is its own process here, as from cron: the next day's run starts afresh."""
+    db = clean_env / DEFAULT_DB
+    env = fast_env(sb)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--resources", "orders,customers", env=env, cwd=clean_env)
+
+    assert cli("sync").returncode == 0  # 4 + 2 requests
+    orders = sorted(api_records(sb))
+    delete(sb, "orders", orders[:2])
+    sb.control_post("limits", json={"daily_quota": 6 + 3})
+    first = cli("sweep")
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert "resume after" in first.stdout
+    assert marked(db, "orders") == set()
+    assert cli("sync").returncode == 75  # the day is spent for syncs too; nothing breaks
+
+    sb.control_post("new_day", json={})
+    changed = sb.control_post("mutate", resource="orders", update=3, create=1)
+    between = cli("sync")
+    assert between.returncode == 0, between.stdout + between.stderr
+    rows = {r[0]: r[1] for r in query(db, "select id, status from ciklek.orders")}
+    for rid, rec in api_records(sb).items():
+        assert rows[rid] == rec["status"]  # the sync in between is correct
+    second = cli("sweep")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert marked(db, "orders") == set(orders[:2])
+    assert set(changed["created"]) | set(changed["updated"]) <= live(db, "orders")
+    assert marked(db, "customers") == set()
+
+
+def test_a_sweep_leaves_sweep_reserve_to_syncs(
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__CIKLEK__DAILY_REQUEST_BUDGET", "20")
+    monkeypatch.setenv("SOURCES__CIKLEK__SWEEP_RESERVE", "12")
+    assert sync().exit_code == 0  # 6 requests
+    result = sweep()
+    assert result.exit_code == 75
+    assert result.log.requests == 2  # 6 + 2 = 8 = 20 - 12: the reserve is untouched
+    assert "sweep_reserve" in " ".join(result.messages) and result.resume_at is not None
+    assert sync().exit_code == 0  # syncs still have quota
