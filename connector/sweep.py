@@ -75,7 +75,9 @@ class SweepQuota(QuotaLedger):
                 "get their turn; the next `ciklek sweep` continues"
             )
         if self.used_today >= self.daily_budget - self.reserve:
-            today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            today = (
+                self._now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            )
             raise BudgetSpent(
                 f"the sweep leaves the last {self.reserve:,} requests of today's budget to syncs "
                 f"(sweep_reserve; {self.used_today:,} of {self.daily_budget:,} used today, UTC); "
