@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dlt
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 PENDING_HOURS = 24  # a refused result can be forced this long; then the next sweep starts over
 MAX_QUARANTINED = 10_000  # ids kept in dlt state; a sweep quarantining more refuses to mark
+# dlt's load ids are `str(unix time)` ("1764438000.123456"): until the year 2286 the integer part
+# has ten digits, so comparing them as text (which every SQL dialect does alike) is comparing
+# the instants.
 LOAD_ID = "_dlt_load_id"
 JSON = dict[str, object]
 
@@ -64,8 +68,22 @@ class SweepQuota(QuotaLedger):
     sweep never holds the lock for hours) and before the day's remaining budget falls under
     `sweep_reserve` (so syncs always have quota)."""
 
-    def __init__(self, *args: object, reserve: int, run_cap: int, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        path: Path,
+        key_fingerprint: str,
+        pipeline: str,
+        *,
+        daily_budget: int,
+        reserve: int,
+        run_cap: int,
+        max_requests: int | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        super().__init__(
+            path, key_fingerprint, pipeline,
+            daily_budget=daily_budget, max_requests=max_requests, now=now,
+        )  # fmt: skip
         self.reserve, self.run_cap = reserve, run_cap
 
     def charge(self) -> None:
@@ -137,7 +155,7 @@ def current_load_id() -> str:
 def with_load_id(table: pa.Table) -> pa.Table:
     """The rows with the load that writes them (`_dlt_load_id`, which dlt leaves out of Arrow
     tables unless asked, and replaces when asked): a sweep's "seen" is a load id comparison."""
-    column = pa.array([current_load_id()] * table.num_rows, pa.string())
+    column = pa.repeat(pa.scalar(current_load_id(), pa.string()), table.num_rows)
     index = table.schema.get_field_index(LOAD_ID)
     if index >= 0:
         return table.set_column(index, LOAD_ID, column)
@@ -163,9 +181,13 @@ def on_chunk(
         rid = reject.get("record_id")
         if rid is None:
             current["unkeyed"] = _count(current.get("unkeyed")) + 1
-        elif str(rid) not in known and len(quarantined) <= MAX_QUARANTINED:
+        elif str(rid) in known:
+            continue
+        elif len(quarantined) < MAX_QUARANTINED:
             known.add(str(rid))
             quarantined.append(str(rid))
+        else:  # their rows would look unseen: settle refuses rather than mark them
+            current["overflow"] = True
     current["quarantined"] = quarantined
     book.current = current
     if complete:
@@ -245,6 +267,8 @@ def settle(
         with pipeline.sql_client() as client:
             verdict = _verdict(client, spec, pending)
             reason = verdict.refusal(settings.sweep_max_delete_share)
+            if pending.get("overflow"):
+                reason = f"more than {MAX_QUARANTINED:,} fetched records were quarantined"
             if reason is not None and not force:
                 out.sweep_refused = (
                     f"sweep refused to mark {verdict.unseen:,} row(s) deleted: {reason}; nothing "
@@ -381,7 +405,9 @@ def sweep_status(state: ResourceState) -> JSON:
             "total": trav.total,
             "started_at": trav.started_at,
         },
-        "sweep_pending": book.pending,
+        "sweep_pending": None
+        if book.pending is None
+        else {k: v for k, v in book.pending.items() if k != "quarantined"},
         "last_sweep": book.last,
     }
 
