@@ -239,3 +239,32 @@ def test_a_sweep_leaves_sweep_reserve_to_syncs(
     assert result.log.requests == 2  # 6 + 2 = 8 = 20 - 12: the reserve is untouched
     assert "sweep_reserve" in " ".join(result.messages) and result.resume_at is not None
     assert sync().exit_code == 0  # syncs still have quota
+
+
+def test_sandbox_hides_a_share_of_a_list_and_recreates_deleted_records(sb: SandboxProcess) -> None:
+    everything = api_records(sb, "customers")
+    assert (
+        sb.control_request("POST", "hide", json={"resource": "customers", "share": 2}).status_code
+        == 400
+    )
+    assert sb.control_post("hide", json={"resource": "customers", "share": 0.5}) == {
+        "customers": 0.5
+    }
+    with sb.client() as http:
+        meta = http.get("/customers", params={"limit": 100}).json()["meta"]
+    shown = api_records(sb, "customers")
+    assert meta["total"] == len(everything) == 40  # the total still counts the hidden ones
+    assert set(shown) < set(everything) and 10 < len(shown) < 30
+    assert api_records(sb, "customers") == shown  # the same records every time
+    sb.control_post("hide", json={"resource": "customers", "share": 0})
+    assert set(api_records(sb, "customers")) == set(everything)
+
+    rid = sorted(everything)[0]
+    assert (
+        sb.control_request("POST", f"records/customers/{rid}/recreate", json={}).status_code == 404
+    )
+    delete(sb, "customers", [rid])
+    assert rid not in api_records(sb, "customers")
+    back = sb.control_post(f"records/customers/{rid}/recreate", json={})
+    assert back["id"] == rid and back["updated_at"] != everything[rid]["updated_at"]
+    assert api_records(sb, "customers")[rid]["email"] == everything[rid]["email"]
