@@ -102,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
     )
 
+    sweep = sub.add_parser(
+        "sweep", parents=[common], help="full traversal: merge every record, mark deletes"
+    )
+    sweep.add_argument("--resources", help="comma-separated: orders,customers,products")
+    sweep.add_argument("--destination", help="a dlt destination name (default duckdb)")
+    sweep.add_argument("--dataset", default="ciklek", help="dataset/schema name (default ciklek)")
+    sweep.add_argument("--pipeline", default="ciklek", help="pipeline name (default ciklek)")
+    sweep.add_argument("--max-requests", type=int, help="stop cleanly before N requests")
+    sweep.add_argument(
+        "--force", action="store_true", help="apply a result the delete guard refused (exit 6)"
+    )
+    sweep.add_argument("--page-size", type=int, help="override page_size (1-100)")
+    sweep.add_argument(
+        "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
+    )
+
     plan = sub.add_parser("plan", parents=[common], help="estimate requests, time and days")
     plan.add_argument("--resources")
     plan.add_argument("--pipeline", default="ciklek")
@@ -143,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "sync": cmd_sync,
+        "sweep": cmd_sync,
         "plan": cmd_plan,
         "status": cmd_status,
         "check": cmd_check,
@@ -234,11 +251,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         destination=args.destination,
         dataset=args.dataset,
         pipeline=args.pipeline,
-        since=args.since,
-        until=args.until,
-        full_refresh=args.full_refresh,
+        since=getattr(args, "since", None),  # `sweep` has no window, refresh or --strict
+        until=getattr(args, "until", None),
+        full_refresh=getattr(args, "full_refresh", False),
         max_requests=args.max_requests,
-        strict=args.strict,
+        strict=getattr(args, "strict", False),
+        sweep=args.command == "sweep",
+        force=getattr(args, "force", False),
         progress={"auto": None, "bar": True, "lines": False}[args.progress],
         debug=args.debug,
     )
@@ -279,6 +298,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from connector.compose import open_client
     from connector.report import plan_table
     from connector.runstate import read_status
+    from connector.sweep import plan_lines
 
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline) or {}
@@ -313,6 +333,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             rows, per_minute=settings.requests_per_minute, budget=settings.daily_request_budget
         )
     )
+    out("\n".join(plan_lines({row["resource"]: row["total"] for row in rows}, settings)))
     if skipped:
         out(f"skipped: {', '.join(skipped)}")
     return EXIT_OK

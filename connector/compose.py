@@ -24,6 +24,7 @@ from connector.ledger import QuotaLedger, RequestLog
 from connector.progress import ProgressReporter
 from connector.run import RunConfig, RunReport
 from connector.settings import Settings, load_settings
+from connector.sweep import sweep_ledger
 
 
 class ClientLease:
@@ -120,7 +121,7 @@ def compose_sync(
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
     the client is closed."""
     log = RequestLog()
-    quota = ledger_for(settings, pipeline, max_requests)
+    quota = (sweep_ledger if config.sweep else ledger_for)(settings, pipeline, max_requests)
     report = RunReport()
     client = build_client(settings, quota=quota, log=log, stop_event=report.stop_event)
     reporter = ProgressReporter(

@@ -65,6 +65,10 @@ MAX_CENTS = 10**38  # DECIMAL(38,2) holds 36 integer digits
 INT64_MAX = 2**63 - 1
 _EXACT = Context(prec=40)  # the default 28 digits would round 29..38-digit amounts
 DELETED_COLUMN = "_ciklek_deleted"
+# Null on every row a load writes: loading a record says it exists upstream. `ciklek sweep` sets
+# it on the rows of records deleted upstream (connector/sweep.py); declared here, so the column
+# is TIMESTAMP WITH TIME ZONE from the first load on, and a record that comes back is live again.
+DELETED_AT_COLUMN = "_ciklek_deleted_at"
 
 ARROW_TYPES: dict[FieldKind, pa.DataType] = {
     "string": pa.string(),
@@ -766,6 +770,11 @@ def _build_batch(
         parent_ids = _text_ids(kept, spec.primary_key, pk_kind)
         batch.child, batch.child_items = child.table(row_ok, parent_ids, known)
     return batch
+
+
+def with_deleted_at(table: pa.Table) -> pa.Table:
+    """The table with `_ciklek_deleted_at` null on every row (see DELETED_AT_COLUMN)."""
+    return table.append_column(DELETED_AT_COLUMN, pa.nulls(table.num_rows, TIMESTAMP_TYPE))
 
 
 def rejects_table(rows: Sequence[Mapping[str, object]]) -> pa.Table:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connector.progress import duration
+from connector.sweep import status_lines
 from connector.sync import SyncResult
 
 
@@ -108,7 +109,7 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
             trav_text,
             ", ".join(f"{w.get('since')}..{w.get('until')}" for w in windows) or "-",
         )
-    lines = [render(table)]
+    lines = [render(table), *status_lines(doc.get("resources") or {})]
     lines.append(f"sync running now: {'yes' if running else 'no'}")
     budget = doc.get("daily_request_budget")
     if used_today is not None:

@@ -41,6 +41,7 @@ class RunConfig:
     # resource: dlt's refresh drops the tables a resource owns, and a variant table is owned by
     # whichever resource happened to create it first. Plain dlt use (Dagster) emits them inline.
     rejects_inline: bool = True
+    sweep: bool = False  # `ciklek sweep`: every resource walks its sweep traversal
 
 
 @dataclass
@@ -60,6 +61,8 @@ class ResourceOutcome:
     error: ApiError | ContractViolation | None = None
     reconciliation: Reconciliation | None = None
     notes: list[str] = field(default_factory=list)
+    marked_deleted: int = 0  # rows a sweep marked deleted (or removed)
+    sweep_refused: str | None = None  # why a sweep marked nothing (exit 6)
 
     @property
     def finished(self) -> bool:
@@ -89,6 +92,9 @@ class RunReport:
     # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
     # each resource in it, so a kill loses at most `chunk_pages` requests.
     chunk_pages: int = 0
+    # Resource state to write with the run row (a sweep's result once it is applied or refused):
+    # marking happens after a chunk committed, so it needs a load of its own to be recorded.
+    state_updates: dict[str, Row] = field(default_factory=dict)
 
     def outcome(self, resource: str) -> ResourceOutcome:
         return self.outcomes.setdefault(resource, ResourceOutcome())

@@ -45,9 +45,12 @@ from connector.normalize import (
     dlt_columns,
     parse_instant,
     rejects_table,
+    with_deleted_at,
 )
 from connector.reconcile import IdTracker, Reconciliation
 from connector.run import ResourceOutcome, RunConfig, RunReport
+from connector.sweep import on_chunk as sweep_chunk
+from connector.sweep import with_load_id
 from connector.traversal import (
     PageFacts,
     Position,
@@ -168,6 +171,7 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         window=config.window,
         lookback_seconds=config.lookback_seconds,
         full_refresh=config.full_refresh,
+        sweep=config.sweep,
     )
     chunk = _Chunk(spec, state, trav, config)
     out = run.report.outcome(spec.name)
@@ -185,6 +189,8 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         out.done = True
         out.reconciliation = chunk.reconcile()
         finish(state, trav, chunk.last_page)
+    if trav.kind == "sweep":
+        sweep_chunk(state, trav, batch.rejects, complete)
     state.store(raw_state)
     yield from _tables(spec, batch, out, run)
 
@@ -285,10 +291,11 @@ def _tables(
     spec: ResourceSpec, batch: Batch, out: ResourceOutcome, run: SourceRun
 ) -> Iterator[object]:
     if batch.parent is not None:
-        yield batch.parent
+        yield with_load_id(with_deleted_at(batch.parent))
     if batch.child is not None:
         out.child_rows += batch.child_items  # tombstones are not rows
-        yield dlt.mark.with_hints(batch.child, _child_hints(spec), create_table_variant=True)
+        child = with_deleted_at(batch.child)
+        yield dlt.mark.with_hints(child, _child_hints(spec), create_table_variant=True)
     if batch.rejects:
         out.rejects += len(batch.rejects)
         if run.config.rejects_inline:
@@ -386,6 +393,7 @@ RUN_COLUMNS: list[dict[str, object]] = [
     {"name": "rate_limited", "data_type": "bigint"},
     {"name": "waited_seconds", "data_type": "double"},
     {"name": "message", "data_type": "text"},
+    {"name": "rows_marked_deleted", "data_type": "bigint"},
 ]
 
 
@@ -396,6 +404,8 @@ def _rejects(report: RunReport) -> Iterator[object]:
 
 
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
+    for name, update in report.state_updates.items():  # recorded with the run row's load
+        dlt.current.resource_state(name).update(update)
     if report.run_rows:
         yield report.run_rows
 

@@ -58,6 +58,7 @@ from connector.run import Row, RunConfig, RunReport, Window
 from connector.runstate import pipeline_dir, run_lock, write_status
 from connector.settings import Settings, load_settings, scrub
 from connector.source import ciklek_source, iso
+from connector.sweep import settle, sweep_status
 from connector.traversal import ResourceState
 
 
@@ -78,6 +79,8 @@ class SyncOptions:
     progress: bool | None = None
     duckdb_file: str | None = None
     debug: bool = False  # dlt logs at INFO instead of ERROR (unless the user set a level)
+    sweep: bool = False  # `ciklek sweep`: full traversals that mark rows deleted upstream
+    force: bool = False  # `ciklek sweep --force`: apply a result the guard refused
 
 
 @dataclass
@@ -126,6 +129,10 @@ def check_options(options: SyncOptions) -> Window | None:
         raise ConfigError("--until must be later than --since")
     if options.full_refresh and (since or until):
         raise ConfigError("--full-refresh reloads everything; it cannot be combined with a window")
+    if options.sweep and (since or until or options.full_refresh):
+        raise ConfigError("a sweep traverses everything: no --since, --until or --full-refresh")
+    if options.force and not options.sweep:
+        raise ConfigError("--force applies to `ciklek sweep` only")
     if options.max_requests is not None and options.max_requests < 1:
         raise ConfigError("--max-requests must be at least 1")
     return (since, until) if since or until else None
@@ -233,6 +240,7 @@ class _Status:
                 {"since": w.since, "until": w.until, "pages": w.pages} for w in st.windows.values()
             ],
             "this_run_pages": outcome.pages if outcome else 0,
+            **sweep_status(st),
         }
 
 
@@ -269,6 +277,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             full_refresh=options.full_refresh,
             tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
             rejects_inline=False,
+            sweep=options.sweep,
         )
         parts = compose_sync(
             settings,
@@ -322,6 +331,9 @@ def _chunks(
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
     pending = list(run.resources)
     _recover(pipeline)
+    if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
+        settle(pipeline, result.settings, run.report, pending, force=options.force)
+        pending = [n for n in pending if not run.report.outcome(n).finished]
     # --full-refresh empties a resource once; a reload that stopped early is continued instead.
     states = resource_states(pipeline, pending) if options.full_refresh else {}
     reload = [
@@ -346,6 +358,8 @@ def _chunks(
         fatal = [o for o in report.outcomes.values() if isinstance(o.error, Unauthorized)]
         if report.stops() or fatal:
             break
+    if options.sweep:  # the sweeps this run completed, now that their last chunk is committed
+        settle(pipeline, result.settings, report, list(run.resources), force=options.force)
 
 
 def _recover(pipeline: dlt.Pipeline) -> None:
@@ -412,6 +426,9 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
                 result.resume_at = outcome.stop.resume_at
         if outcome.rejects and options.strict:
             codes.append(EXIT_STRICT)
+        if outcome.sweep_refused is not None:
+            codes.append(EXIT_SWEEP_REFUSED)
+            result.messages.append(f"{name}: {outcome.sweep_refused}")
     for text in sorted({str(stop) for stop in report.stops()}):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
@@ -443,7 +460,9 @@ def _error_message(name: str, error: ApiError | ContractViolation) -> tuple[int,
 
 
 def run_kind(options: SyncOptions) -> str:
-    """What kind of run this is, for the run log and the summary: sync, window or refresh."""
+    """What kind of run this is, for the run log and the summary: sync, sweep, window, refresh."""
+    if options.sweep:
+        return "sweep"
     if options.full_refresh:
         return "refresh"
     if options.since or options.until:
@@ -478,4 +497,5 @@ def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) 
         "rate_limited": result.log.rate_limited,
         "waited_seconds": round(result.log.waited_seconds, 3),
         "message": scrub("; ".join(result.messages)) or None,
+        "rows_marked_deleted": sum(o.marked_deleted for o in outcomes),
     }

@@ -12,6 +12,8 @@ Resource state, per resource:
     resume         where the next incremental traversal continues: since, after, last_page
     traversal      the incremental (or full/refresh) traversal in progress, or None
     windows        backfill windows (--since/--until) in progress, keyed by window
+    sweep          the sweep (`ciklek sweep`) in progress: its own slot, so syncs go on beside it
+    sweeps         what a sweep needs to mark deletes (owned by `connector.sweep`)
     rows_loaded    cumulative rows handed to dlt
     last_window    the last completed window; last_traversal: the last completed traversal
 """
@@ -93,7 +95,7 @@ class Traversal:
     """One walk through a list, from its first request to the page without `next_cursor`."""
 
     id: str
-    kind: str  # "full", "incremental", "refresh" (a --full-refresh reload) or "window"
+    kind: str  # "full", "incremental", "refresh" (a --full-refresh reload), "window", "sweep"
     since: str | None = None
     until: str | None = None
     after: str | None = None  # the cursor of the next request
@@ -110,6 +112,7 @@ class Traversal:
     stale_pages: int = 0
     position: tuple[str, str] | None = None  # the furthest (updated_at, id) seen
     page_ids: list[str] = field(default_factory=list)  # digests of the last page's ids
+    last_total: int | None = None  # meta.total of the latest page (a sweep's completeness check)
 
     def to_json(self) -> JSON:
         return {
@@ -120,7 +123,7 @@ class Traversal:
             "started_at": self.started_at, "restarted": self.restarted,
             "cursors": list(self.cursors), "stale_pages": self.stale_pages,
             "position": list(self.position) if self.position else None,
-            "page_ids": list(self.page_ids),
+            "page_ids": list(self.page_ids), "last_total": self.last_total,
         }  # fmt: skip
 
     @classmethod
@@ -150,6 +153,7 @@ class Traversal:
             position=(str(position[0]), str(position[1]))
             if isinstance(position, list) and len(position) == 2
             else None,
+            last_total=_int(raw.get("last_total")),
         )
 
 
@@ -173,6 +177,8 @@ class ResourceState:
     rows_loaded: int = 0
     last_window: dict[str, object] | None = None
     last_traversal: dict[str, object] | None = None
+    sweep: Traversal | None = None
+    sweeps: dict[str, object] | None = None
 
     @classmethod
     def load(cls, raw: Mapping[str, object]) -> ResourceState:
@@ -183,6 +189,7 @@ class ResourceState:
                 "upgrade the connector, or sync into a new --pipeline"
             )
         resume, trav, windows = raw.get("resume"), raw.get("traversal"), raw.get("windows")
+        sweep = raw.get("sweep")
         return cls(
             watermark=_str(raw.get("watermark")),
             resume=ResumePoint(
@@ -196,6 +203,8 @@ class ResourceState:
             rows_loaded=_int(raw.get("rows_loaded")) or 0,
             last_window=_dict(raw.get("last_window")),
             last_traversal=_dict(raw.get("last_traversal")),
+            sweep=Traversal.from_json(sweep) if isinstance(sweep, dict) else None,
+            sweeps=_dict(raw.get("sweeps")),
         )  # fmt: skip
 
     def dump(self) -> JSON:
@@ -212,6 +221,8 @@ class ResourceState:
             "rows_loaded": self.rows_loaded,
             "last_window": self.last_window,
             "last_traversal": self.last_traversal,
+            "sweep": self.sweep.to_json() if self.sweep else None,
+            "sweeps": self.sweeps,
         }  # fmt: skip
 
     def store(self, into: MutableMapping[str, object]) -> None:
@@ -248,8 +259,13 @@ def begin(
     window: tuple[dt.datetime | None, dt.datetime | None] | None,
     lookback_seconds: float,
     full_refresh: bool,
+    sweep: bool = False,
 ) -> Traversal:
     """The traversal this run works on: the one in progress, else a new one, kept in `state`."""
+    if sweep:  # the whole list, no updated_since, in its own slot: syncs go on beside it
+        if state.sweep is None:
+            state.sweep = start("sweep", None)
+        return state.sweep
     if window is not None:
         since, until = (iso(b) if b else None for b in window)
         key = f"{since or '-'}|{until or '-'}"
@@ -309,6 +325,8 @@ def accept_page(trav: Traversal, page: PageFacts) -> bool:
     trav.pages += 1
     if trav.fresh and trav.pages == 1:
         trav.total = page.total
+    if page.total is not None:
+        trav.last_total = page.total
     trav.received += page.received
     trav.last_after = trav.after
     if page.next_cursor is None or page.reached_until:
@@ -373,7 +391,8 @@ def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> b
     """
     if trav.after is None or trav.restarted:
         return False
-    since = trav.since if trav.kind == "window" else _since_watermark(state, lookback_seconds)
+    own_since = trav.kind in ("window", "sweep")  # a sweep has none: it starts over from the top
+    since = trav.since if own_since else _since_watermark(state, lookback_seconds)
     trav.after, trav.last_after, trav.since, trav.restarted, trav.fresh = (
         None,
         None,
@@ -396,6 +415,9 @@ def stop(trav: Traversal, max_cursor: dt.datetime | None) -> None:
 def finish(state: ResourceState, trav: Traversal, last_page: list[Version]) -> None:
     """The traversal reached its last page: move the watermark (not for windows), keep resume."""
     now = iso(dt.datetime.now(dt.UTC))
+    if trav.kind == "sweep":  # no watermark, no resume point: `connector.sweep` takes it over
+        state.sweep = None
+        return
     if trav.kind == "window":
         state.windows = {k: v for k, v in state.windows.items() if v is not trav}
         state.last_window = {"since": trav.since, "until": trav.until, "ended_at": now}

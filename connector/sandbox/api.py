@@ -200,7 +200,10 @@ class V1App:
         meta = dump(
             {"total": page.total, "page": page_no, "per_page": limit, "next_cursor": next_cursor}
         )
-        body = b",".join([entry.body for entry in page.entries])
+        entries = page.entries
+        if resource in self.state.hidden:  # silently left out; meta.total still counts them
+            entries = [e for e in entries if not self.state.is_hidden(resource, e.id)]
+        body = b",".join([entry.body for entry in entries])
         return Reply(200, b'{"data":[' + body + b'],"meta":' + meta + b"}")
 
     async def _create_order(self, scope: Scope, receive: Receive, key: str) -> Reply:

@@ -155,7 +155,7 @@ def control_routes(state: SandboxState) -> list[Route]:
                 return _problem(404, "record not found")
             return Response(entry.body, media_type="application/json")
         if request.method == "DELETE":
-            if not store.delete(rid):
+            if not state.delete(resource, rid):
                 return _problem(404, "record not found")
             return _json({"deleted": rid})
         changes = await _json_object(request)
@@ -165,6 +165,28 @@ def control_routes(state: SandboxState) -> list[Route]:
         if entry is None:
             return _problem(404, "record not found")
         return Response(entry.body, media_type="application/json")
+
+    async def recreate(request: Request) -> Response:
+        resource: str = request.path_params["resource"]
+        if resource not in RESOURCES:
+            return _problem(404, f"unknown resource {resource}")
+        entry = state.recreate(resource, request.path_params["rid"])
+        if entry is None:
+            return _problem(404, "no deleted record with this id")
+        return Response(entry.body, media_type="application/json")
+
+    async def hide(request: Request) -> Response:
+        body = await _json_object(request)
+        if body is None or body.get("resource") not in RESOURCES:
+            return _problem(400, f'body must be {{"resource": one of {list(RESOURCES)}, ...}}')
+        try:
+            share = float(body.get("share", 0.0))
+        except (TypeError, ValueError):
+            return _problem(400, "share must be a number from 0 to 1")
+        if not 0.0 <= share <= 1.0:
+            return _problem(400, "share must be a number from 0 to 1")
+        state.hidden[body["resource"]] = share
+        return _json(state.hidden)
 
     async def set_faults(request: Request) -> Response:
         changes = await _json_object(request)
@@ -205,6 +227,8 @@ def control_routes(state: SandboxState) -> list[Route]:
         Route("/rotate_cursor_secret", rotate_cursor_secret, methods=["POST"]),
         Route("/mutate", mutate, methods=["POST"]),
         Route("/records/{resource}/{rid}", record, methods=["GET", "PATCH", "DELETE"]),
+        Route("/records/{resource}/{rid}/recreate", recreate, methods=["POST"]),
+        Route("/hide", hide, methods=["POST"]),
         Route("/faults", set_faults, methods=["POST"]),
         Route("/limits", set_limits, methods=["POST"]),
     ]

@@ -7,6 +7,7 @@ reading and writing state, hence no locks.
 from __future__ import annotations
 
 import gc
+import hashlib
 import time
 from typing import Any
 
@@ -72,6 +73,12 @@ class SandboxState:
         self.faults = FaultInjector(config.faults, config.seed)
         self.idempotency = IdempotencyStore(self.clock)
         self.stats = Stats()
+        # Deleted records by resource and id, so a test can re-create one with the same id
+        # (``POST /_sandbox/records/{resource}/{id}/recreate``): a sweep must see it live again.
+        self.graveyard: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in RESOURCES}
+        # Share of each resource's records its list endpoint silently leaves out (meta.total
+        # still counts them): a broken list, which must never look like mass deletion.
+        self.hidden: dict[str, float] = {}
 
     def stamp(self, store: ResourceStore) -> tuple[int, str]:
         """A fresh updated_at for ``store``: now, but after every instant it holds."""
@@ -119,6 +126,32 @@ class SandboxState:
             us, obj["updated_at"] = self.stamp(store)
         return store.put(rid, us, obj)
 
+    def delete(self, resource: str, rid: str) -> bool:
+        """Delete a record, keeping it so it can be re-created with the same id."""
+        entry = self.stores[resource].get(rid)
+        if entry is None:
+            return False
+        self.graveyard[resource][rid] = entry.obj
+        return self.stores[resource].delete(rid)
+
+    def recreate(self, resource: str, rid: str) -> Entry | None:
+        """A deleted record comes back under its old id, updated "now"."""
+        obj = self.graveyard[resource].pop(rid, None)
+        if obj is None:
+            return None
+        store = self.stores[resource]
+        obj = dict(obj)
+        us, obj["updated_at"] = self.stamp(store)
+        return store.put(rid, us, obj)
+
+    def is_hidden(self, resource: str, rid: str) -> bool:
+        """Is this record left out of its list (a stable draw per id)?"""
+        share = self.hidden.get(resource, 0.0)
+        if share <= 0:
+            return False
+        draw = int.from_bytes(hashlib.sha256(rid.encode()).digest()[:4], "big") / 2**32
+        return draw < share
+
     def snapshot(self) -> dict[str, Any]:
         """The ``/_sandbox/stats`` document."""
         return {
@@ -132,5 +165,6 @@ class SandboxState:
             "bad_records": list(self.bad_records),
             "counts": {name: len(store) for name, store in self.stores.items()},
             "faults_injected": dict(self.faults.injected),
+            "hidden": dict(self.hidden),
             "now": format_ts(self.clock.now_us(), 0, 6),
         }
