@@ -43,6 +43,7 @@ from connector.errors import (
     StopRequested,
     Unauthorized,
     ValidationFailed,
+    WrongBaseUrl,
 )
 from connector.ledger import QuotaLedger, RequestLog
 from connector.settings import (
@@ -73,6 +74,7 @@ _FATAL: dict[int, type[ApiError]] = {
 Record = dict[str, Any]  # one record as the API sent it: normalize.py types its fields
 Body = dict[str, Any]  # a parsed envelope, {"data", "meta"}; callers pick their fields
 Params = Mapping[str, str | int]
+EventSink = Callable[[str, Mapping[str, object]], None]
 
 
 class _Transient(Exception):
@@ -85,6 +87,10 @@ class _Transient(Exception):
 
 class _DeadlinePassed(Exception):
     """Internal: the request outlived `request_deadline_seconds` (a trickled body)."""
+
+
+class _NotTheApi(Exception):
+    """Internal: a 2xx web page (HTML) where a JSON list was expected: not the API at all."""
 
 
 class _RateLimited(Exception):
@@ -193,6 +199,8 @@ def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Bod
     except ValueError:
         body = None
     if 200 <= status < 300:
+        if body is None and "html" in reply.headers.get("content-type", "").lower():
+            raise _NotTheApi
         if not isinstance(body, dict) or "data" not in body:
             raise _Transient(f"HTTP {status} with a body that is not a Ciklek envelope", status)
         return body
@@ -273,6 +281,7 @@ class _Tally:
     """
 
     endpoint: str
+    url: str = ""  # the full URL, for messages: an unreachable host must be named
     transient: int = 0
     rate_limited: int = 0
     blind: int = 0  # 429s without a usable Reset: we cannot know when the window ends
@@ -286,8 +295,8 @@ class _Tally:
 
     def unavailable(self) -> CiklekUnavailable:
         return CiklekUnavailable(
-            f"{self.endpoint} still failing after {self.transient} attempts "
-            f"(last: {self.last_reason or self.last_status}); progress is kept, try again later",
+            f"{self.url or self.endpoint} still failing after {self.transient} attempts "
+            f"(last: {self.last_reason or self.last_status}); try again later",
             endpoint=self.endpoint,
             last_status=self.last_status,
         )
@@ -330,6 +339,7 @@ class _Policy:
         return self.tally.transient >= self.client.max_attempts
 
     def sleep(self, seconds: float) -> None:
+        self.client.tell_retry(self.tally, seconds)
         self.client.sleep(seconds)
         self.client.log.add_wait(self.tally.endpoint, seconds)  # only waits that happened
 
@@ -373,8 +383,12 @@ class CiklekClient:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         stop_event: threading.Event | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)  # refuses plain HTTP off loopback
+        # Waits and retries are told as they happen (a line each without a terminal, a JSON
+        # object with --log-format json): minutes of silence read as a hang.
+        self.on_event = on_event
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.quota = quota
         self.log = log if log is not None else RequestLog()
@@ -430,6 +444,31 @@ class CiklekClient:
         elif self.stop_event.wait(max(0.0, seconds)):
             raise StopRequested("stop requested")
 
+    def tell(self, event: str, **fields: object) -> None:
+        if self.on_event is not None:
+            self.on_event(event, fields)
+
+    def tell_retry(self, tally: _Tally, seconds: float) -> None:
+        """A retry or a rate-limit wait about to start, with the URL it is for."""
+        url = tally.url or self.base_url + tally.endpoint
+        if tally.last_status == 429:
+            self.tell("wait", reason="rate_limited", seconds=round(seconds, 1), url=url)
+        else:
+            self.tell(
+                "retry",
+                attempt=tally.transient + 1,
+                max_attempts=self.max_attempts,
+                reason=tally.last_reason or f"HTTP {tally.last_status}",
+                seconds=round(seconds, 1),
+                url=url,
+            )
+
+    def _paced_sleep(self, seconds: float) -> None:
+        """The limiter's pacing sleep; a wait of a second or more is told first."""
+        if seconds >= 1.0:
+            self.tell("wait", reason="rate_limit_window", seconds=round(seconds, 1))
+        self.sleep(seconds)
+
     def backoff(self, failures: int) -> float:
         doubled: float = self.backoff_base * 2.0 ** (failures - 1)
         return min(self.backoff_max, doubled) + self.jitter()
@@ -450,7 +489,7 @@ class CiklekClient:
             method, endpoint.lstrip("/"), params=params, json=json_body, headers=headers
         )
         self._require_under_base(request.url)
-        tally = _Tally(endpoint)
+        tally = _Tally(endpoint, url=self.base_url + endpoint)
 
         def attempt() -> Body:
             self._gate(endpoint)
@@ -469,10 +508,15 @@ class CiklekClient:
 
         try:
             return _Policy(self, tally).retrying()(attempt)
+        except _NotTheApi:
+            raise WrongBaseUrl(self.base_url_hint(f"{endpoint} answered a web page")) from None
         except _Transient:
             raise tally.unavailable() from None
         except _RateLimited:
             raise tally.still_rate_limited() from None
+
+    def base_url_hint(self, what: str) -> str:
+        return f"{what}: is `base_url` right? it should end in /v1: {self.base_url}"
 
     def _require_under_base(self, url: httpx.URL) -> None:
         """The one URL rule, checked on the URL about to be sent: base_url + a relative path."""
@@ -495,7 +539,7 @@ class CiklekClient:
                 f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
                 resume_at=resume,
             )
-        waited = self.limiter.acquire(self.sleep)
+        waited = self.limiter.acquire(self._paced_sleep)
         if waited:
             self.log.add_wait(endpoint, waited)
         if self.quota is not None:
@@ -580,7 +624,12 @@ class CiklekClient:
             params["after"] = after
         if updated_since is not None:
             params["updated_since"] = updated_since
-        body = self.get(path, params)
+        try:
+            body = self.get(path, params)
+        except NotFound:
+            # Every list exists under the right base URL: a 404 means the URL is wrong.
+            endpoint = "/" + path.strip("/")
+            raise WrongBaseUrl(self.base_url_hint(f"{endpoint} answered 404")) from None
         data = body.get("data")
         data = [] if data is None else data
         endpoint = "/" + path.strip("/")

@@ -49,6 +49,7 @@ class ResourceOutcome:
 
     pages: int = 0
     records: int = 0
+    new_records: int = 0  # records of this run not loaded before (what progress counts)
     rows: int = 0
     child_rows: int = 0
     rejects: int = 0
