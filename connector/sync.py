@@ -48,7 +48,7 @@ from connector.errors import (
 from connector.jsonlog import EventLog
 from connector.ledger import QuotaLedger, RequestLog
 from connector.run import Row, RunConfig, RunReport, Window
-from connector.runstate import pipeline_dir, run_lock, write_status
+from connector.runstate import pipeline_dir, read_status, run_lock, write_status
 from connector.settings import Settings, load_settings, scrub
 from connector.source import ciklek_source, iso
 from connector.traversal import ResourceState
@@ -210,6 +210,9 @@ class _Status:
 
     def write(self, pipeline: dlt.Pipeline, *, running: bool, last_run: Row | None = None) -> None:
         states = resource_states(pipeline, list(self.settings.catalogue))
+        if last_run is None:  # while running (or after a crash): keep showing the previous run
+            previous = read_status(self.settings.state_dir, self.options.pipeline) or {}
+            last_run = previous.get("last_run")
         doc = {
             "pipeline": self.options.pipeline,
             "dataset": self.options.dataset,
