@@ -254,6 +254,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     _debug_logging(args.debug)
     events = _json_events(args)
+    _check_duckdb_dir(args.duckdb_file)
     settings = _settings(args, page_size=args.page_size)
     options = SyncOptions(
         resources=None,
@@ -282,6 +283,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return EXIT_AUTH
     out(summary(result))
     return result.exit_code
+
+
+def _check_duckdb_dir(path: str | None) -> None:
+    """A typo in --duckdb-file's directory is bad input (exit 2), not a destination failure."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ConfigError(
+            f"--duckdb-file {path}: directory {os.path.dirname(os.path.abspath(path))} does not "
+            "exist; create it or choose another path"
+        )
 
 
 def _json_events(args: argparse.Namespace) -> EventLog | None:

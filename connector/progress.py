@@ -82,10 +82,14 @@ class ProgressReporter:
 
     def pages_total(self, outcome: ResourceOutcome) -> int | None:
         """This run's pages, estimated: the traversal's pages (`meta.total` counts the records
-        since the watermark) less those an earlier run of the same traversal already fetched."""
+        since the watermark) less those before this run's first page (`meta.page` says where a
+        cursor continues; else the pages an earlier run of the same traversal fetched)."""
         if outcome.total is None:
             return None
-        before = max(0, outcome.traversal_pages - outcome.pages)
+        if outcome.first_page is not None:
+            before = max(0, outcome.first_page - 1)
+        else:
+            before = max(0, outcome.traversal_pages - outcome.pages)
         return max(1, outcome.pages, math.ceil(outcome.total / self.page_size) - before)
 
     def eta_seconds(self, outcome: ResourceOutcome) -> float | None:

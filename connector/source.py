@@ -228,6 +228,8 @@ def _walk(chunk: _Chunk, client: CiklekClient, report: RunReport) -> bool:
         before = len(chunk.latest) + len(chunk.loose)
         facts = chunk.take(page)
         out.new_records += len(chunk.latest) + len(chunk.loose) - before
+        if out.first_page is None:
+            out.first_page = page.page
         try:
             done: bool | ContractViolation = accept_page(trav, facts)
         except ContractViolation as exc:
