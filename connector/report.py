@@ -135,8 +135,8 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
     if last:
         message = "; ".join(dict.fromkeys(str(last.get("message") or "").split("; ")))
         lines.append(
-            f"last run: {last.get('kind') or 'sync'}, {last.get('outcome')} (exit "
-            f"{last.get('exit_code')}), ended {stamp(last.get('ended_at'))}, "
+            f"last run: {last.get('outcome')} (exit {last.get('exit_code')}), kind "
+            f"{last.get('kind') or 'sync'}, ended {stamp(last.get('ended_at'))}, "
             f"{last.get('rows', 0):,} rows, {last.get('requests', 0):,} requests"
             + (f"; {message}" if message else "")
         )
