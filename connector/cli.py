@@ -253,7 +253,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from connector.sync import SyncOptions, run_sync
 
     _debug_logging(args.debug)
-    events = _json_events(args)
+    events = json_events(args)
     _check_duckdb_dir(args.duckdb_file)
     settings = _settings(args, page_size=args.page_size)
     options = SyncOptions(
@@ -274,7 +274,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     result = run_sync(options, settings=settings)
     if events is not None:
         events.run_id = result.run_id
-        return _json_outcome(events, result)
+        return json_outcome(events, result)
     if result.exit_code == EXIT_AUTH and any(
         isinstance(o.error, Unauthorized) for o in result.report.outcomes.values()
     ):
@@ -294,7 +294,7 @@ def _check_duckdb_dir(path: str | None) -> None:
         )
 
 
-def _json_events(args: argparse.Namespace) -> EventLog | None:
+def json_events(args: argparse.Namespace) -> EventLog | None:
     """--log-format json: this process's errors become JSON lines too."""
     from connector.jsonlog import EventLog, activate
 
@@ -305,7 +305,7 @@ def _json_events(args: argparse.Namespace) -> EventLog | None:
     return events
 
 
-def _json_outcome(events: EventLog, result: SyncResult) -> int:
+def json_outcome(events: EventLog, result: SyncResult) -> int:
     """The run's stops and summary as events (the table would be the one non-JSON line)."""
     from connector.where import summary_fields
 

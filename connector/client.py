@@ -45,6 +45,7 @@ from connector.errors import (
     ValidationFailed,
     WrongBaseUrl,
 )
+from connector.jsonlog import stamp
 from connector.ledger import QuotaLedger, RequestLog
 from connector.settings import (
     ApiKey,
@@ -209,7 +210,7 @@ def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Bod
         reset = reset_instant(reply.headers.get("x-ratelimit-reset"), now)
         if code == "daily_quota_exceeded" or (reset is not None and reset - now > max_wait):
             resume = dt.datetime.fromtimestamp(reset, dt.UTC) if reset is not None else None
-            when = f"; resume after {resume:%Y-%m-%dT%H:%MZ}" if resume else ""
+            when = f"; resume after {stamp(resume)}" if resume else ""
             raise QuotaExhausted(
                 f"{'daily quota exhausted' if code == 'daily_quota_exceeded' else 'rate limited'}"
                 f" on {endpoint}{when}",
@@ -536,7 +537,7 @@ class CiklekClient:
             # rather than let the limiter sleep until then.
             resume = dt.datetime.fromtimestamp(blocked, dt.UTC)
             raise QuotaExhausted(
-                f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
+                f"no requests allowed on {endpoint} before {stamp(resume)}",
                 resume_at=resume,
             )
         waited = self.limiter.acquire(self._paced_sleep)

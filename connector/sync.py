@@ -45,7 +45,7 @@ from connector.errors import (
     QuotaExhausted,
     Unauthorized,
 )
-from connector.jsonlog import EventLog
+from connector.jsonlog import EventLog, stamp
 from connector.ledger import QuotaLedger, RequestLog
 from connector.run import Row, RunConfig, RunReport, Window
 from connector.runstate import pipeline_dir, read_status, run_lock, write_status
@@ -418,7 +418,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
     for text in sorted({str(stop) for stop in report.stops()}):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
-        result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
+        result.messages.append(f"resume after {stamp(result.resume_at)}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
     result.exit_code = next((c for c in EXIT_PRECEDENCE if c in codes), EXIT_OK)

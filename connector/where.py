@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from connector.destinations import DEFAULT_DUCKDB_FILE, configured_duckdb_path, duckdb_file
 from connector.errors import QuotaExhausted
-from connector.jsonlog import stamp
+from connector.jsonlog import now, stamp
 
 if TYPE_CHECKING:
     from connector.sync import SyncOptions, SyncResult
@@ -65,7 +65,8 @@ def target_line(result: SyncResult) -> str:
     line = f"run: {result.kind}{detail.get(result.kind, '')} into {where}, dataset {result.dataset}"
     if result.dropped:
         line += f"; full refresh dropped and reloaded: {', '.join(result.dropped)}"
-    return line
+    # A cron log holds many summaries: which run, and when it ended.
+    return line + f"; run_id {result.run_id}, ended {now()}"
 
 
 def summary_fields(result: SyncResult) -> dict[str, object]:

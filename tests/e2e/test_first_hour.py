@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.sandbox_proc import SandboxProcess
 
 SMALL = ("--orders", 120, "--customers", 30, "--products", 10)
 PAGE = "25"  # orders: 5 pages; customers 2; products 1
+REPO = Path(__file__).resolve().parents[2]
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -199,6 +202,21 @@ def test_log_format_json_is_json_on_every_line(sandbox_factory: Any, clean_env: 
     assert summary["event"] == "summary" and summary["exit_code"] == 0
     assert summary["duckdb_path"] == str(clean_env / "ciklek_warehouse.duckdb")
     assert summary["rows"] == {"orders": 120, "customers": 30, "products": 10}
+
+    # The cron script takes the same flag: a cron log of JSON lines only.
+    cron = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "ciklek_pipeline.py"), "--log-format", "json"],
+        env=_env(sb),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cron.returncode == 0, cron.stdout + cron.stderr
+    assert cron.stdout == ""
+    lines = [json.loads(line) for line in cron.stderr.splitlines()]
+    assert lines[-1]["event"] == "summary" and all(
+        {"ts", "run_id", "event"} <= set(e) for e in lines
+    )
 
     missing = run_cli(
         "sync", "--log-format", "json", env={**_env(sb), "SOURCES__CIKLEK__API_KEY": ""}

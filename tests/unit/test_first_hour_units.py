@@ -130,8 +130,8 @@ def test_each_message_once() -> None:
     messages = [
         "the API key was refused (401 unauthorized): check ...",
         "the API key was refused (401 unauthorized): check ...",
-        "stopped early: daily quota exhausted on /orders; resume after 2026-11-30T00:00Z",
-        "resume after 2026-11-30T00:00Z",
+        "stopped early: daily quota exhausted on /orders; resume after 2026-11-30T00:00:00Z",
+        "resume after 2026-11-30T00:00:00Z",
         "progress is kept: the next run continues where this one stopped",
     ]
     assert _once(messages) == [messages[0], messages[2], messages[4]]
