@@ -290,3 +290,19 @@ def test_config_shows_each_source_and_never_the_key(clean_env: Path) -> None:
     for text in (run.stdout + run.stderr, scoped.stdout + scoped.stderr):
         assert key not in text and scoped_key not in text
         assert "SECRET" not in text and "ACMEACME" not in text
+
+
+def test_the_demo_has_realistic_amounts_and_says_what_it_shows(clean_env: Path) -> None:
+    run = run_cli("demo", "--orders", "150", "--file", "demo.duckdb", cwd=clean_env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "what this demonstrated:" in run.stdout and "--extreme-values" in run.stdout
+    low, high = query(
+        clean_env / "demo.duckdb", "select min(total), max(total) from ciklek.orders"
+    )[0]
+    assert low > 0 and high < 100_000  # no 2**53-cent orders, no credits: a shop's revenue
+    # The test suite's sandbox (SandboxProcess) has them: exact money is still tested.
+    from connector.sandbox.data import generate
+
+    dataset, _ = generate(42, 500, 10, 10, extreme=True)
+    totals = [record["total"] for _, _, record in dataset.records["orders"]]
+    assert max(totals) > 2**53 and min(totals) < 0
