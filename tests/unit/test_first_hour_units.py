@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -135,3 +136,21 @@ def test_each_message_once() -> None:
         "progress is kept: the next run continues where this one stopped",
     ]
     assert _once(messages) == [messages[0], messages[2], messages[4]]
+
+
+def test_query_reads_the_flag_else_the_read_copy_else_the_last_runs_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.runstate import write_status
+    from connector.where import query_target
+
+    monkeypatch.setenv("CIKLEK_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    # Nothing known: the file a sync from here would write.
+    assert query_target("ciklek", None) == (tmp_path / "ciklek_warehouse.duckdb", "ciklek")
+    last = {"last_run": {"duckdb_path": "/srv/a/w.duckdb"}, "dataset": "shop"}
+    write_status(tmp_path / "home", "ciklek", last)
+    assert query_target("ciklek", None) == (Path("/srv/a/w.duckdb"), "shop")
+    monkeypatch.setenv("SOURCES__CIKLEK__DUCKDB_READ_COPY", str(tmp_path / "copy.duckdb"))
+    assert query_target("ciklek", None) == (tmp_path / "copy.duckdb", "shop")
+    assert query_target("ciklek", "x.duckdb") == (tmp_path / "x.duckdb", "shop")
