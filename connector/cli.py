@@ -35,8 +35,10 @@ from connector.errors import (
 )
 
 if TYPE_CHECKING:
+    from connector.jsonlog import EventLog
     from connector.report import PlanRow
     from connector.settings import Settings
+    from connector.sync import SyncResult
 
 
 def scrub(text: str) -> str:
@@ -51,6 +53,12 @@ def out(text: str) -> None:
 
 
 def err(text: str) -> None:
+    from connector.jsonlog import active
+
+    events = active()
+    if events is not None and events.json:  # --log-format json: every stderr line is JSON
+        events.emit("error", {"message": text.removeprefix("ciklek: ")})
+        return
     print(scrub(text), file=sys.stderr, flush=True)
 
 
@@ -72,6 +80,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         err(f"ciklek: error: {message} (see `{self.prog} --help`)")
         raise SystemExit(EXIT_CONFIG)
+
+
+DUCKDB_FILE_HELP = (
+    "the DuckDB file (default: DESTINATION__DUCKDB__CREDENTIALS, else "
+    "ciklek_warehouse.duckdb in the working directory)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
     )
+    sync.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line on stderr (ts, run_id, event), no table on stdout",
+    )
 
     sweep = sub.add_parser(
         "sweep", parents=[common], help="full traversal: merge every record, mark deletes"
@@ -125,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
     status.add_argument("--pipeline", default="ciklek")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    for command in (sync, plan, status):
+        command.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
+
+    query = sub.add_parser("query", parents=[common], help="read-only SQL on the DuckDB file")
+    query.add_argument("sql", help='e.g. "select count(*) from orders"')
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--pipeline", default="ciklek")
+    query.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
+
+    config = sub.add_parser("config", parents=[common], help="settings, values and sources")
+    config.add_argument("--pipeline", default="ciklek")
 
     check = sub.add_parser("check", parents=[common], help="is the key valid, which scopes")
     check.add_argument("--resources")
@@ -164,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "check": cmd_check,
         "demo": cmd_demo,
+        "query": cmd_query,
+        "config": cmd_config,
     }
     return run_guarded(handlers[args.command], args)
 
@@ -245,6 +278,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from connector.sync import SyncOptions, run_sync
 
     _debug_logging(args.debug)
+    events = json_events(args)
+    _check_duckdb_dir(args.duckdb_file)
     settings = _settings(args, page_size=args.page_size)
     options = SyncOptions(
         resources=None,
@@ -259,9 +294,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         sweep=args.command == "sweep",
         force=getattr(args, "force", False),
         progress={"auto": None, "bar": True, "lines": False}[args.progress],
+        duckdb_file=args.duckdb_file,
+        log_format=args.log_format,
         debug=args.debug,
     )
     result = run_sync(options, settings=settings)
+    if events is not None:
+        events.run_id = result.run_id
+        return json_outcome(events, result)
     if result.exit_code == EXIT_AUTH and any(
         isinstance(o.error, Unauthorized) for o in result.report.outcomes.values()
     ):
@@ -270,6 +310,55 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return EXIT_AUTH
     out(summary(result))
     return result.exit_code
+
+
+def _check_duckdb_dir(path: str | None) -> None:
+    """A typo in --duckdb-file's directory is bad input (exit 2), not a destination failure."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ConfigError(
+            f"--duckdb-file {path}: directory {os.path.dirname(os.path.abspath(path))} does not "
+            "exist; create it or choose another path"
+        )
+
+
+def json_events(args: argparse.Namespace) -> EventLog | None:
+    """--log-format json: this process's errors become JSON lines too."""
+    from connector.jsonlog import EventLog, activate
+
+    if getattr(args, "log_format", "text") != "json":
+        return None
+    events = EventLog("json")
+    activate(events)
+    return events
+
+
+def json_outcome(events: EventLog, result: SyncResult) -> int:
+    """The run's stops and summary as events (the table would be the one non-JSON line)."""
+    from connector.where import summary_fields
+
+    for name, outcome in result.report.outcomes.items():
+        if outcome.stop is not None:
+            events.emit("stop", {"resource": name, "message": str(outcome.stop)})
+    events.emit("summary", summary_fields(result))
+    return result.exit_code
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from connector.query import run_query
+    from connector.where import query_target
+
+    path, dataset = query_target(args.pipeline, args.duckdb_file)
+    text = run_query(path, args.sql, dataset=dataset, fmt=args.format)
+    if text:
+        out(text)
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from connector.config_report import entries, render
+
+    out(render(entries(args.pipeline)))
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -291,6 +380,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         out(json.dumps({**doc, "running": running, "requests_used_today": used}, default=str))
     else:
         out(status_table(doc, running=running, used_today=used))
+        if args.duckdb_file:
+            out(f"DuckDB file (--duckdb-file): {os.path.abspath(args.duckdb_file)}")
     return EXIT_OK
 
 
@@ -330,13 +421,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
     out(
         plan_table(
-            rows, per_minute=settings.requests_per_minute, budget=settings.daily_request_budget
+            rows,
+            per_minute=settings.requests_per_minute,
+            budget=settings.daily_request_budget,
+            left_today=_left_today(settings, args.pipeline),
         )
     )
     out("\n".join(plan_lines({row["resource"]: row["total"] for row in rows}, settings)))
+    if args.duckdb_file:
+        out(f"DuckDB file: {os.path.abspath(args.duckdb_file)}")
     if skipped:
         out(f"skipped: {', '.join(skipped)}")
     return EXIT_OK
+
+
+def _left_today(settings: Settings, pipeline: str) -> int:
+    """Today's remaining daily budget (all pipelines on the key), after plan's own requests."""
+    from connector.client import ledger_for
+
+    return ledger_for(settings, pipeline).left_today
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -44,7 +44,9 @@ from connector.errors import (
     StopRequested,
     Unauthorized,
     ValidationFailed,
+    WrongBaseUrl,
 )
+from connector.jsonlog import stamp
 from connector.ledger import QuotaLedger, RequestLog
 from connector.settings import (
     ApiKey,
@@ -74,6 +76,7 @@ _FATAL: dict[int, type[ApiError]] = {
 Record = dict[str, Any]  # one record as the API sent it: normalize.py types its fields
 Body = dict[str, Any]  # a parsed envelope, {"data", "meta"}; callers pick their fields
 Params = Mapping[str, str | int]
+EventSink = Callable[[str, Mapping[str, object]], None]
 
 
 class _Transient(Exception):
@@ -86,6 +89,10 @@ class _Transient(Exception):
 
 class _DeadlinePassed(Exception):
     """Internal: the request outlived `request_deadline_seconds` (a trickled body)."""
+
+
+class _NotTheApi(Exception):
+    """Internal: a 2xx web page (HTML) where a JSON list was expected: not the API at all."""
 
 
 class _RateLimited(Exception):
@@ -194,6 +201,8 @@ def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Bod
     except ValueError:
         body = None
     if 200 <= status < 300:
+        if body is None and "html" in reply.headers.get("content-type", "").lower():
+            raise _NotTheApi
         if not isinstance(body, dict) or "data" not in body:
             raise _Transient(f"HTTP {status} with a body that is not a Ciklek envelope", status)
         return body
@@ -202,7 +211,7 @@ def classify(reply: Reply, *, endpoint: str, now: float, max_wait: float) -> Bod
         reset = reset_instant(reply.headers.get("x-ratelimit-reset"), now)
         if code == "daily_quota_exceeded" or (reset is not None and reset - now > max_wait):
             resume = dt.datetime.fromtimestamp(reset, dt.UTC) if reset is not None else None
-            when = f"; resume after {resume:%Y-%m-%dT%H:%MZ}" if resume else ""
+            when = f"; resume after {stamp(resume)}" if resume else ""
             raise QuotaExhausted(
                 f"{'daily quota exhausted' if code == 'daily_quota_exceeded' else 'rate limited'}"
                 f" on {endpoint}{when}",
@@ -274,6 +283,7 @@ class _Tally:
     """
 
     endpoint: str
+    url: str = ""  # the full URL, for messages: an unreachable host must be named
     transient: int = 0
     rate_limited: int = 0
     blind: int = 0  # 429s without a usable Reset: we cannot know when the window ends
@@ -287,8 +297,8 @@ class _Tally:
 
     def unavailable(self) -> CiklekUnavailable:
         return CiklekUnavailable(
-            f"{self.endpoint} still failing after {self.transient} attempts "
-            f"(last: {self.last_reason or self.last_status}); progress is kept, try again later",
+            f"{self.url or self.endpoint} still failing after {self.transient} attempts "
+            f"(last: {self.last_reason or self.last_status}); try again later",
             endpoint=self.endpoint,
             last_status=self.last_status,
         )
@@ -331,6 +341,7 @@ class _Policy:
         return self.tally.transient >= self.client.max_attempts
 
     def sleep(self, seconds: float) -> None:
+        self.client.tell_retry(self.tally, seconds)
         self.client.sleep(seconds)
         self.client.log.add_wait(self.tally.endpoint, seconds)  # only waits that happened
 
@@ -374,8 +385,12 @@ class CiklekClient:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         stop_event: threading.Event | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)  # refuses plain HTTP off loopback
+        # Waits and retries are told as they happen (a line each without a terminal, a JSON
+        # object with --log-format json): minutes of silence read as a hang.
+        self.on_event = on_event
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.quota = quota
         self.log = log if log is not None else RequestLog()
@@ -431,6 +446,31 @@ class CiklekClient:
         elif self.stop_event.wait(max(0.0, seconds)):
             raise StopRequested("stop requested")
 
+    def tell(self, event: str, **fields: object) -> None:
+        if self.on_event is not None:
+            self.on_event(event, fields)
+
+    def tell_retry(self, tally: _Tally, seconds: float) -> None:
+        """A retry or a rate-limit wait about to start, with the URL it is for."""
+        url = tally.url or self.base_url + tally.endpoint
+        if tally.last_status == 429:
+            self.tell("wait", reason="rate_limited", seconds=round(seconds, 1), url=url)
+        else:
+            self.tell(
+                "retry",
+                attempt=tally.transient + 1,
+                max_attempts=self.max_attempts,
+                reason=tally.last_reason or f"HTTP {tally.last_status}",
+                seconds=round(seconds, 1),
+                url=url,
+            )
+
+    def _paced_sleep(self, seconds: float) -> None:
+        """The limiter's pacing sleep; a wait of a second or more is told first."""
+        if seconds >= 1.0:
+            self.tell("wait", reason="rate_limit_window", seconds=round(seconds, 1))
+        self.sleep(seconds)
+
     def backoff(self, failures: int) -> float:
         doubled: float = self.backoff_base * 2.0 ** (failures - 1)
         return min(self.backoff_max, doubled) + self.jitter()
@@ -451,7 +491,7 @@ class CiklekClient:
             method, endpoint.lstrip("/"), params=params, json=json_body, headers=headers
         )
         self._require_under_base(request.url)
-        tally = _Tally(endpoint)
+        tally = _Tally(endpoint, url=self.base_url + endpoint)
 
         def attempt() -> Body:
             self._gate(endpoint)
@@ -470,10 +510,15 @@ class CiklekClient:
 
         try:
             return _Policy(self, tally).retrying()(attempt)
+        except _NotTheApi:
+            raise WrongBaseUrl(self.base_url_hint(f"{endpoint} answered a web page")) from None
         except _Transient:
             raise tally.unavailable() from None
         except _RateLimited:
             raise tally.still_rate_limited() from None
+
+    def base_url_hint(self, what: str) -> str:
+        return f"{what}: is `base_url` right? it should end in /v1: {self.base_url}"
 
     def _require_under_base(self, url: httpx.URL) -> None:
         """The one URL rule, checked on the URL about to be sent: base_url + a relative path."""
@@ -493,10 +538,10 @@ class CiklekClient:
             # rather than let the limiter sleep until then.
             resume = dt.datetime.fromtimestamp(blocked, dt.UTC)
             raise QuotaExhausted(
-                f"no requests allowed on {endpoint} before {resume:%Y-%m-%dT%H:%MZ}",
+                f"no requests allowed on {endpoint} before {stamp(resume)}",
                 resume_at=resume,
             )
-        waited = self.limiter.acquire(self.sleep)
+        waited = self.limiter.acquire(self._paced_sleep)
         if waited:
             self.log.add_wait(endpoint, waited)
         if self.quota is not None:
@@ -585,7 +630,12 @@ class CiklekClient:
             params["after"] = after
         if updated_since is not None:
             params["updated_since"] = updated_since
-        body = self.get(path, params)
+        try:
+            body = self.get(path, params)
+        except NotFound:
+            # Every list exists under the right base URL: a 404 means the URL is wrong.
+            endpoint = "/" + path.strip("/")
+            raise WrongBaseUrl(self.base_url_hint(f"{endpoint} answered 404")) from None
         data = body.get("data")
         data = [] if data is None else data
         endpoint = "/" + path.strip("/")

@@ -20,6 +20,7 @@ from dlt.common.runtime import telemetry
 
 from connector.catalogue import ResourceSpec
 from connector.client import CiklekClient, build_client, ledger_for
+from connector.jsonlog import EventLog
 from connector.ledger import QuotaLedger, RequestLog
 from connector.progress import ProgressReporter
 from connector.run import RunConfig, RunReport
@@ -117,6 +118,7 @@ def compose_sync(
     pipeline: str,
     max_requests: int | None,
     progress: bool | None,
+    events: EventLog | None = None,
 ) -> Iterator[SyncParts]:
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
     the client is closed."""
@@ -131,8 +133,10 @@ def compose_sync(
         quota=quota,
         tty=progress,
         interval=settings.progress_interval_seconds,
+        events=events,
     )
     report.on_page = reporter.on_page
+    client.on_event = reporter.event
     source = SourceRun(
         settings.catalogue, list(settings.resources), ClientLease.borrowed(client), config, report
     )
@@ -149,6 +153,7 @@ def open_client(settings: Settings, pipeline: str) -> Iterator[CiklekClient]:
     """`plan` and `check` count their requests in the ledger and obey the budget like a sync."""
     quota = ledger_for(settings, pipeline)
     client = build_client(settings, quota=quota)
+    client.on_event = EventLog().emit  # a line per retry: an unreachable host is not a hang
     try:
         yield client
     finally:

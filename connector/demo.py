@@ -52,6 +52,15 @@ order by revenue desc
 """
 
 
+DEMONSTRATED = """\
+what this demonstrated: a local sandbox of the Ciklek API (realistic made-up data, the real
+rate limits) synced incrementally into DuckDB: money as DECIMAL in currency units, timestamps
+in UTC, line items in their own table, every row stamped with _ciklek_synced_at, a run row in
+_ciklek_sync_runs. Run `ciklek sync` against it again and only what changed is fetched.
+The test suite's sandbox adds extreme amounts (`ciklek sandbox --extreme-values`: beyond
+2**53 cents, negative credit totals) to prove money stays exact; this one has none."""
+
+
 # What the sandbox child may see of our environment: enough to run Python, nothing else.
 _CHILD_ENV = frozenset(
     {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
@@ -157,9 +166,7 @@ def run_demo(
                 )
             printer(render(result_table))
         printer(
-            f'query it yourself: duckdb {target} "select count(*) from ciklek.orders"  (or, '
-            f'without the duckdb CLI: .venv/bin/python -c "import duckdb; print(duckdb.connect('
-            f"'{target}').sql('select count(*) from ciklek.orders'))\")"
+            f'query it yourself: ciklek query --duckdb-file {target} "select count(*) from orders"'
         )
         printer(
             "analysts beside hourly syncs: a session open on the sync's file, even "
@@ -167,6 +174,7 @@ def run_demo(
             "/path/ciklek_read.duckdb (duckdb_read_copy in .dlt/config.toml) and query that copy "
             "instead (README: 'Analysts and scheduled syncs on one DuckDB file')"
         )
+        printer(DEMONSTRATED)
         return result.exit_code
     finally:
         proc.terminate()

@@ -52,6 +52,11 @@ class CertificateNotTrusted(ConfigError):
     """
 
 
+class WrongBaseUrl(ConfigError):
+    """A list endpoint answered 404, or a 2xx that is a web page, not the API: the base URL is
+    wrong (most often `/v1` is missing). Exit 2: retrying cannot help, the configuration can."""
+
+
 class ApiError(CiklekError):
     """An error envelope from the API. Fatal: retrying the same request cannot help."""
 

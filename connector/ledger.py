@@ -138,15 +138,14 @@ class QuotaLedger:
                 self._others_today, self._mine_today = self._read_today()
             if self.max_requests is not None and self.run_requests >= self.max_requests:
                 raise BudgetSpent(
-                    f"--max-requests {self.max_requests} reached; progress is kept, "
-                    "run again to continue"
+                    f"--max-requests {self.max_requests} reached; run again to continue"
                 )
             if self._others_today + self._mine_today >= self.daily_budget:
                 midnight = dt.datetime.fromisoformat(today).replace(tzinfo=dt.UTC)
                 raise BudgetSpent(
-                    f"daily request budget {self.daily_budget} reached "
-                    f"({self._others_today + self._mine_today} used today, UTC); progress is "
-                    "kept, the next run after 00:00 UTC continues",
+                    f"daily request budget {self.daily_budget:,} reached "
+                    f"({self._others_today + self._mine_today:,} used today, UTC); try again "
+                    "after 00:00 UTC",
                     resume_at=midnight + dt.timedelta(days=1),
                 )
             self.run_requests += 1

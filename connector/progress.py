@@ -12,11 +12,13 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import IO, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from connector.jsonlog import EventLog, describe, num
 from connector.ledger import QuotaLedger, RequestLog
 from connector.run import ResourceOutcome
 
@@ -46,9 +48,12 @@ class ProgressReporter:
         tty: bool | None = None,
         interval: float = 10.0,
         stream: IO[str] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.events = events or EventLog("text", stream=self.stream)
+        # JSON logs are for machines: never a redrawn bar among them.
+        self.tty = False if self.events.json else self.stream.isatty() if tty is None else tty
         self.page_size = page_size
         self.log = log
         self.quota = quota
@@ -76,24 +81,31 @@ class ProgressReporter:
         return float(self.log.in_last(60.0))
 
     def pages_total(self, outcome: ResourceOutcome) -> int | None:
+        """This run's pages, estimated: the traversal's pages (`meta.total` counts the records
+        since the watermark) less those before this run's first page (`meta.page` says where a
+        cursor continues; else the pages an earlier run of the same traversal fetched)."""
         if outcome.total is None:
             return None
-        return max(1, math.ceil(outcome.total / self.page_size))
+        if outcome.first_page is not None:
+            before = max(0, outcome.first_page - 1)
+        else:
+            before = max(0, outcome.traversal_pages - outcome.pages)
+        return max(1, outcome.pages, math.ceil(outcome.total / self.page_size) - before)
 
     def eta_seconds(self, outcome: ResourceOutcome) -> float | None:
         total = self.pages_total(outcome)
         if total is None or outcome.pages == 0:
             return None
-        left = max(0, total - outcome.traversal_pages)
+        left = max(0, total - outcome.pages)
         per_page = (time.monotonic() - self.started) / max(1, outcome.pages)
         return left * per_page
 
     def describe(self, resource: str, outcome: ResourceOutcome) -> Facts:
         return {
             "resource": resource,
-            "pages": outcome.traversal_pages,
+            "pages": outcome.pages,
             "pages_total": self.pages_total(outcome),
-            "rows": outcome.records,
+            "rows": outcome.new_records,
             "req_per_min": self.rate_per_minute(),
             "quota_left": self.quota.left_today if self.quota else None,
             "eta": self.eta_seconds(outcome),
@@ -115,12 +127,24 @@ class ProgressReporter:
             done = facts["pages_total"] is not None and facts["pages"] >= facts["pages_total"]
             if last is None or now - last >= self.interval or done:
                 self._last_line[resource] = now
-                print(f"progress {resource}: {self._line(facts)}", file=self.stream, flush=True)
+                if self.events.json:
+                    self.events.emit("progress", dict(facts))
+                else:
+                    print(f"progress {resource}: {self._line(facts)}", file=self.stream, flush=True)
+
+    def event(self, name: str, fields: Mapping[str, object]) -> None:
+        """A wait or a retry, told when it starts: a line (above the bar on a terminal)."""
+        if self._progress is not None:
+            with self._lock:
+                if self._progress is not None:
+                    self._progress.console.print(describe(name, fields), highlight=False)
+                    return
+        self.events.emit(name, fields)
 
     @staticmethod
     def _detail(facts: Facts) -> str:
         quota = "" if facts["quota_left"] is None else f", quota left {facts['quota_left']:,}"
-        return f"{facts['rows']:,} rows, {facts['req_per_min']:.0f} req/min{quota}"
+        return f"{num(facts['rows'])} rows, {facts['req_per_min']:.0f} req/min{quota}"
 
     def _line(self, facts: Facts) -> str:
         total = facts["pages_total"]

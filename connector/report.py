@@ -13,9 +13,11 @@ from typing import Any, TypedDict
 from rich.console import Console
 from rich.table import Table
 
+from connector.jsonlog import stamp
 from connector.progress import duration
 from connector.sweep import status_lines
 from connector.sync import SyncResult
+from connector.where import quota_spent, target_line
 
 
 class PlanRow(TypedDict):
@@ -68,11 +70,18 @@ def summary(result: SyncResult) -> str:
             result.watermarks.get(name) or "-",
             state,
         )
-    lines = [render(table)]
+    lines = [render(table), target_line(result)]
+    if quota_spent(result):
+        # Our budget's "left" is meaningless once the server says the key's quota is spent.
+        left = "the server's daily quota for this key is spent" + (
+            f", it resets {stamp(result.resume_at)}" if result.resume_at else ""
+        )
+    else:
+        left = f"{result.quota.left_today:,} left of the daily budget"
     lines.append(
         f"requests: {result.log.requests:,} this run ({result.log.rate_limited} answered 429, "
         f"{result.log.waited_seconds:.1f}s waiting); {result.quota.used_today:,} used today, "
-        f"{result.quota.left_today:,} left of the daily budget; elapsed {result.elapsed:.1f}s"
+        f"{left}; elapsed {result.elapsed:.1f}s"
     )
     for name in settings.resources:
         outcome = report.outcome(name)
@@ -84,8 +93,16 @@ def summary(result: SyncResult) -> str:
             lines.append(
                 f"rejects {name}: {outcome.rejects} record(s) quarantined in _ciklek_rejects"
             )
-    lines.extend(result.messages)
+    lines.extend(_once(result.messages))
     return "\n".join(lines)
+
+
+def _once(messages: list[str]) -> list[str]:
+    """Each message once: identical ones (a 401 per resource) and a `resume after` line whose
+    instant a stop message already gave."""
+    unique = list(dict.fromkeys(messages))
+    said = " ".join(m for m in unique if not m.startswith("resume after"))
+    return [m for m in unique if not (m.startswith("resume after") and m[13:] in said)]
 
 
 def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) -> str:
@@ -117,15 +134,26 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
         lines.append(f"requests used today (UTC): {used_today:,}{left}")
     last = doc.get("last_run")
     if last:
+        message = "; ".join(dict.fromkeys(str(last.get("message") or "").split("; ")))
         lines.append(
-            f"last run: {last.get('outcome')} (exit {last.get('exit_code')}), ended "
-            f"{last.get('ended_at')}, {last.get('rows', 0)} rows, {last.get('requests', 0)} "
-            "requests" + (f"; {last['message']}" if last.get("message") else "")
+            f"last run: {last.get('outcome')} (exit {last.get('exit_code')}), kind "
+            f"{last.get('kind') or 'sync'}, ended {stamp(last.get('ended_at'))}, "
+            f"{last.get('rows', 0):,} rows, {last.get('requests', 0):,} requests"
+            + (f"; {message}" if message else "")
         )
+        if last.get("quota_spent"):
+            lines.append(
+                "server's daily quota for this key: spent"
+                + (f", resets {last['resume_at']}" if last.get("resume_at") else "")
+            )
+        if last.get("duckdb_path"):
+            lines.append(f"DuckDB file: {last['duckdb_path']}")
     return "\n".join(lines)
 
 
-def plan_table(rows: list[PlanRow], *, per_minute: int, budget: int) -> str:
+def plan_table(
+    rows: list[PlanRow], *, per_minute: int, budget: int, left_today: int | None = None
+) -> str:
     table = Table(title="ciklek plan", title_justify="left")
     for column in (
         "resource",
@@ -158,4 +186,22 @@ def plan_table(rows: list[PlanRow], *, per_minute: int, budget: int) -> str:
         f"{duration(totals['full'] * 60.0 / per_minute)}, {math.ceil(totals['full'] / budget)} "
         f"day(s) at a daily budget of {budget:,}"
     )
+    if left_today is not None:
+        lines.append(_today(totals["next"], totals["full"], left_today))
     return "\n".join(lines)
+
+
+def _today(next_sync: int, backfill: int, left: int) -> str:
+    """Today's remaining budget and what the next sync and a backfill take of it."""
+
+    def share(requests: int) -> str:
+        if left <= 0:
+            return "none left today"
+        if requests <= left:
+            return f"{requests / left:.0%} of it"
+        return f"all of it and {requests - left:,} more after 00:00 UTC"
+
+    return (
+        f"today (UTC): {left:,} requests left of the daily budget; the next sync takes "
+        f"{next_sync:,} ({share(next_sync)}), a full backfill {backfill:,} ({share(backfill)})"
+    )

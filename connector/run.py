@@ -50,6 +50,8 @@ class ResourceOutcome:
 
     pages: int = 0
     records: int = 0
+    new_records: int = 0  # records of this run not loaded before (what progress counts)
+    first_page: int | None = None  # meta.page of this run's first page: where it started
     rows: int = 0
     child_rows: int = 0
     rejects: int = 0

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dlt
+import pyarrow as pa
 from dlt.extract.hints import TResourceHints
 from dlt.extract.resource import DltResource
 
@@ -230,7 +231,11 @@ def _walk(chunk: _Chunk, client: CiklekClient, report: RunReport) -> bool:
             return False
         pages += 1
         report.chunk_pages += 1
+        before = len(chunk.latest) + len(chunk.loose)
         facts = chunk.take(page)
+        out.new_records += len(chunk.latest) + len(chunk.loose) - before
+        if out.first_page is None:
+            out.first_page = page.page
         try:
             done: bool | ContractViolation = accept_page(trav, facts)
         except ContractViolation as exc:
@@ -290,11 +295,12 @@ def _failed(
 def _tables(
     spec: ResourceSpec, batch: Batch, out: ResourceOutcome, run: SourceRun
 ) -> Iterator[object]:
+    synced_at = dt.datetime.now(dt.UTC)  # this load's time: the rows it writes carry it
     if batch.parent is not None:
-        yield with_load_id(with_deleted_at(batch.parent))
+        yield with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
     if batch.child is not None:
         out.child_rows += batch.child_items  # tombstones are not rows
-        child = with_deleted_at(batch.child)
+        child = with_synced_at(with_deleted_at(batch.child), synced_at)
         yield dlt.mark.with_hints(child, _child_hints(spec), create_table_variant=True)
     if batch.rejects:
         out.rejects += len(batch.rejects)
@@ -304,6 +310,16 @@ def _tables(
             )
         else:  # loaded by the `_ciklek_rejects` resource, which runs after this one
             run.report.pending_rejects.extend(batch.rejects)
+
+
+SYNCED_AT = "_ciklek_synced_at"
+
+
+def with_synced_at(table: pa.Table, at: dt.datetime) -> pa.Table:
+    """`_ciklek_synced_at` on every row a load writes (dbt's `loaded_at_field`): a merge
+    replaces only the rows it loads, so the column moves for those rows alone."""
+    column = pa.array([at] * table.num_rows, type=pa.timestamp("us", tz="UTC"))
+    return table.append_column(SYNCED_AT, column)
 
 
 def _fingerprint(record: object) -> str:
@@ -401,6 +417,10 @@ def _rejects(report: RunReport) -> Iterator[object]:
     rows = report.take_rejects()
     if rows:
         yield rejects_table(rows)
+    elif REJECTS_TABLE not in dlt.current.source_schema().tables:
+        # Created (empty) by the first sync: an analyst's or dbt's query on it must not fail
+        # just because nothing was rejected yet.
+        yield rejects_table([])
 
 
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:

@@ -53,13 +53,15 @@ from connector.errors import (
     QuotaExhausted,
     Unauthorized,
 )
+from connector.jsonlog import EventLog, stamp
 from connector.ledger import QuotaLedger, RequestLog
 from connector.run import Row, RunConfig, RunReport, Window
-from connector.runstate import pipeline_dir, run_lock, write_status
+from connector.runstate import pipeline_dir, read_status, run_lock, write_status
 from connector.settings import Settings, load_settings, scrub
 from connector.source import ciklek_source, iso
 from connector.sweep import settle, sweep_status
 from connector.traversal import ResourceState
+from connector.where import describe_target, quota_facts
 
 
 @dataclass
@@ -78,6 +80,7 @@ class SyncOptions:
     page_size: int | None = None
     progress: bool | None = None
     duckdb_file: str | None = None
+    log_format: str = "text"  # "json": events as one JSON object per line on stderr
     debug: bool = False  # dlt logs at INFO instead of ERROR (unless the user set a level)
     sweep: bool = False  # `ciklek sweep`: full traversals that mark rows deleted upstream
     force: bool = False  # `ciklek sweep --force`: apply a result the guard refused
@@ -99,6 +102,13 @@ class SyncResult:
     # The typed error behind a non-zero exit code, for `raise_for_outcome()` and schedulers;
     # set by whatever decides that exit code (an API refusal, a quota stop, a destination fault).
     error: CiklekError | None = None
+    # Where and what, for the summary: destination, dataset, the DuckDB file (absolute) when the
+    # destination is DuckDB, the run's kind, and the tables a full refresh dropped.
+    destination: str = "duckdb"
+    dataset: str = "ciklek"
+    duckdb_path: str | None = None
+    kind: str = "sync"
+    dropped: list[str] = field(default_factory=list)
 
 
 def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
@@ -215,6 +225,9 @@ class _Status:
 
     def write(self, pipeline: dlt.Pipeline, *, running: bool, last_run: Row | None = None) -> None:
         states = resource_states(pipeline, list(self.settings.catalogue))
+        if last_run is None:  # while running (or after a crash): keep showing the previous run
+            previous = read_status(self.settings.state_dir, self.options.pipeline) or {}
+            last_run = previous.get("last_run")
         doc = {
             "pipeline": self.options.pipeline,
             "dataset": self.options.dataset,
@@ -279,18 +292,19 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             rejects_inline=False,
             sweep=options.sweep,
         )
+        run_id = uuid.uuid4().hex
         parts = compose_sync(
             settings,
             config,
             pipeline=options.pipeline,
             max_requests=options.max_requests,
             progress=options.progress,
+            events=EventLog(options.log_format, run_id),
         )
         with parts as run:
             report = run.source.report
-            result = SyncResult(
-                EXIT_OK, settings, report, run.log, run.quota, 0.0, run_id=uuid.uuid4().hex
-            )
+            result = SyncResult(EXIT_OK, settings, report, run.log, run.quota, 0.0, run_id=run_id)
+            describe_target(result, options)
             status = _Status(options, settings, report)
             status.write(pipeline, running=True)
             with stop_on_signals(report.stop_event), stop_on_fault(pipeline, result):
@@ -303,7 +317,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         publish_after_run(pipeline, settings, result, run_row)
         states = resource_states(pipeline, list(settings.resources))
         result.watermarks = {n: s.watermark for n, s in states.items()}
-        status.write(pipeline, running=False, last_run={k: v for k, v in run_row.items()})
+        status.write(pipeline, running=False, last_run={**run_row, **quota_facts(result)})
         return result
 
 
@@ -352,6 +366,7 @@ def _chunks(
             pipeline.run(source)
         else:
             pipeline.run(source, refresh=refresh)
+            result.dropped += [t for n in names for t in run.catalogue[n].tables]
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status.write(pipeline, running=True)
         pending = [n for n in pending if not report.outcome(n).finished]
@@ -432,7 +447,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
     for text in sorted({str(stop) for stop in report.stops()}):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
-        result.messages.append(f"resume after {result.resume_at:%Y-%m-%dT%H:%MZ}")
+        result.messages.append(f"resume after {stamp(result.resume_at)}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
     if (fault_code := exit_code_for(result.error)) is not None:  # the warehouse failed mid-run
@@ -496,6 +511,6 @@ def _run_row(result: SyncResult, options: SyncOptions, started_at: dt.datetime) 
         "requests": result.log.requests,
         "rate_limited": result.log.rate_limited,
         "waited_seconds": round(result.log.waited_seconds, 3),
-        "message": scrub("; ".join(result.messages)) or None,
+        "message": scrub("; ".join(dict.fromkeys(result.messages))) or None,
         "rows_marked_deleted": sum(o.marked_deleted for o in outcomes),
     }

@@ -9,6 +9,7 @@ the working directory), or set everything in the environment:
     python pipelines/ciklek_pipeline.py [--resources orders,customers] [--destination postgres]
                                         [--dataset ciklek] [--pipeline ciklek]
                                         [--max-requests N] [--strict]
+                                        [--duckdb-file PATH] [--log-format text|json]
 
 A crontab line (hourly; `flock` is not needed, a run already holds its own lock and an
 overlapping run exits 75 without touching anything):
@@ -34,7 +35,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from connector.cli import out, run_guarded
+from connector.cli import json_events, json_outcome, out, run_guarded
 from connector.report import summary
 from connector.settings import load_settings
 from connector.sync import SyncOptions, run_sync
@@ -48,11 +49,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline", default="ciklek")
     parser.add_argument("--max-requests", type=int, help="stop cleanly (exit 75) before N")
     parser.add_argument("--strict", action="store_true", help="exit 4 when records were rejected")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line (ts, run_id, event) on stderr, no table on stdout",
+    )
+    parser.add_argument("--duckdb-file", help="the DuckDB file (default ciklek_warehouse.duckdb)")
     parser.add_argument("--debug", action="store_true", help="tracebacks on unexpected errors")
     return parser.parse_args(argv)
 
 
 def sync_once(args: argparse.Namespace) -> int:
+    events = json_events(args)  # before settings: a config error is a JSON line too
     settings = load_settings(resources=args.resources)
     options = SyncOptions(
         destination=args.destination,
@@ -61,8 +70,13 @@ def sync_once(args: argparse.Namespace) -> int:
         max_requests=args.max_requests,
         strict=args.strict,
         progress=False,  # log lines, never a redrawn bar, in a cron mail or log file
+        duckdb_file=args.duckdb_file,
+        log_format=args.log_format,
     )
     result = run_sync(options, settings=settings)
+    if events is not None:
+        events.run_id = result.run_id
+        return json_outcome(events, result)
     out(summary(result))
     return result.exit_code
 

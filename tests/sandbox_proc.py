@@ -64,6 +64,9 @@ class SandboxProcess:
             "--port",
             "0",
             "--exit-with-parent",
+            # The tests' data carries the extreme amounts (2**53+ cents, credit totals) that
+            # exact money must survive; `ciklek demo` and a plain `ciklek sandbox` do not.
+            "--extreme-values",
             *self.flags,
         ]
         self.proc = subprocess.Popen(

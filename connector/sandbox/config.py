@@ -57,6 +57,9 @@ class SandboxConfig:
     customers: int = 200
     products: int = 100
     bad_records: float = 0.0
+    # Amounts beyond 2**53 cents and negative (credit) totals: what DECIMAL must carry exactly.
+    # Off by default so demo revenue looks like a shop's; the tests turn it on.
+    extreme_values: bool = False
     limits: LimitConfig = field(default_factory=LimitConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     control_token: str | None = None

@@ -286,9 +286,18 @@ def _corrupt(rng: random.Random, resource: str, record: dict[str, Any]) -> tuple
 
 
 def generate(
-    seed: int, orders: int, customers: int, products: int, bad_rate: float = 0.0
+    seed: int,
+    orders: int,
+    customers: int,
+    products: int,
+    bad_rate: float = 0.0,
+    *,
+    extreme: bool = True,
 ) -> tuple[Dataset, RecordFactory]:
-    """Build the whole dataset; returns the factory too so mutations continue its sequences."""
+    """Build the whole dataset; returns the factory too so mutations continue its sequences.
+
+    `extreme`: about 1 order in 500 carries an amount beyond 2**53 cents and 1 in 33 is a
+    credit (negative totals). Without it every amount is an ordinary shop's."""
     rng = random.Random(seed)
     factory = RecordFactory(rng)
     dataset = Dataset()
@@ -300,6 +309,8 @@ def generate(
     special = random.Random(seed ^ 0x5EED)
     huge = set(special.sample(range(orders), min(orders, max(1, orders // 500))))
     credit = set(special.sample(range(orders), min(orders, max(1, orders // 33)))) - huge
+    if not extreme:
+        huge, credit = set(), set()
     for resource, count, maker in makers:
         rows: list[tuple[str, int, dict[str, Any]]] = []
         for idx, updated_us in enumerate(_updated_instants(rng, factory, count)):

@@ -50,8 +50,13 @@ def _rate(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m connector.sandbox",
-        description="A local Ciklek API server with seeded data, real limits and faults.",
+        prog="ciklek sandbox",
+        description=(
+            "A local Ciklek API server with seeded data, real limits and faults. Prints one JSON "
+            "line (url, control, keys, control_token), then serves on 127.0.0.1 until Ctrl-C. "
+            "Also runs as `python -m connector.sandbox`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
     p.add_argument(
@@ -60,21 +65,28 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=SCOPES",
-        help=f"API key and comma-separated scopes, repeatable (default {DEFAULT_KEY}, all)",
+        help=f"API key and comma-separated scopes, repeatable (default: {DEFAULT_KEY}, all scopes)",
     )
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--orders", type=int, default=1000)
-    p.add_argument("--customers", type=int, default=200)
-    p.add_argument("--products", type=int, default=100)
-    p.add_argument("--window-seconds", type=float, default=60.0)
-    p.add_argument("--window-limit", type=int, default=120)
-    p.add_argument("--daily-quota", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=42, help="the data is a pure function of it")
+    p.add_argument("--orders", type=int, default=1000, help="orders (with line items) to seed")
+    p.add_argument("--customers", type=int, default=200, help="customers to seed")
+    p.add_argument("--products", type=int, default=100, help="products to seed")
+    p.add_argument(
+        "--window-seconds", type=float, default=60.0, help="length of the rate-limit window"
+    )
+    p.add_argument("--window-limit", type=int, default=120, help="requests per window per key")
+    p.add_argument("--daily-quota", type=int, default=50_000, help="requests per UTC day per key")
     p.add_argument("--error-rate", type=_rate, default=0.0, help="P(500) per /v1 request")
     p.add_argument("--drop-rate", type=_rate, default=0.0, help="P(connection dropped mid-body)")
     p.add_argument("--rate429", type=_rate, default=0.0, help="P(spurious 429 rate_limited)")
     p.add_argument("--truncate-rate", type=_rate, default=0.0, help="P(200 with cut JSON)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     p.add_argument("--bad-records", type=_rate, default=0.0, help="fraction of invalid records")
+    p.add_argument(
+        "--extreme-values",
+        action="store_true",
+        help="seed amounts beyond 2**53 cents and negative (credit) totals, to test exact money",
+    )
     p.add_argument(
         "--exit-with-parent",
         action="store_true",
@@ -92,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         customers=args.customers,
         products=args.products,
         bad_records=args.bad_records,
+        extreme_values=args.extreme_values,
         limits=LimitConfig(args.window_seconds, args.window_limit, args.daily_quota),
         faults=FaultConfig(
             error_rate=args.error_rate,

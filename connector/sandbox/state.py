@@ -53,7 +53,12 @@ class SandboxState:
         gc.disable()
         try:
             dataset, self.factory = generate(
-                config.seed, config.orders, config.customers, config.products, config.bad_records
+                config.seed,
+                config.orders,
+                config.customers,
+                config.products,
+                config.bad_records,
+                extreme=config.extreme_values,
             )
             self.bad_records = [bad.as_dict() for bad in dataset.bad]
             self.stores: dict[str, ResourceStore] = {}

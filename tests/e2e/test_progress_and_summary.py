@@ -118,7 +118,10 @@ def test_tty_progress_renders_a_bar_per_resource(tmp_path: Path) -> None:
         tty=True,
         stream=stream,
     )
-    reporter.on_page("orders", ResourceOutcome(pages=2, records=40, total=100, traversal_pages=2))
+    reporter.on_page(
+        "orders",
+        ResourceOutcome(pages=2, records=40, new_records=40, total=100, traversal_pages=2),
+    )
     reporter.close()
     text = stream.getvalue()
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()}

@@ -100,7 +100,7 @@ def test_tiny_daily_quota_completes_a_backfill_over_several_days(
         if result.returncode == 0:
             break
         assert result.returncode == 75, result.stdout + result.stderr
-        assert re.search(r"resume after \d{4}-\d\d-\d\dT00:00Z", result.stdout), result.stdout
+        assert re.search(r"resume after \d{4}-\d\d-\d\dT00:00:00Z", result.stdout), result.stdout
         stops += 1
         if day == 0:
             # Same day again: it still tries (one refused request), keeps everything, exits 75.
@@ -215,7 +215,7 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     assert spent.returncode == 75
     assert "daily request budget 7 reached" in spent.stdout
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    assert f"resume after {tomorrow.isoformat()}T00:00Z" in spent.stdout
+    assert f"resume after {tomorrow.isoformat()}T00:00:00Z" in spent.stdout
     assert requests_sent(sb) == 7
     assert count_orders(db) == 7 * PAGE
     nothing = run_sync_cli(budget, *ORDERS, cwd=clean_env)

@@ -1,0 +1,111 @@
+"""Events of a run (progress, wait, retry, stop, summary, error) as text lines or JSON lines.
+
+Why one place: a cron log or a log shipper needs every line of a run in one shape it can parse,
+with when (`ts`, ISO 8601 UTC) and which run (`run_id`); people need a readable line. Both are
+rendered from the same event, so the two can never tell different stories. Timestamps and
+numbers the product prints go through `stamp()` and `num()` for one format each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import threading
+from collections.abc import Mapping
+from typing import IO
+
+FORMATS = ("text", "json")
+
+
+def stamp(value: dt.datetime | str | None) -> str:
+    """The one timestamp format: ISO 8601 in UTC with `Z`, fractions only when there are any.
+
+    A naive datetime is UTC (everything we store is). A string is parsed and reformatted, so
+    values read back from status files print like fresh ones.
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        text = value
+        try:
+            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
+    spec = "microseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def num(value: float) -> str:
+    """The one thousands style: 12,345 (and 12,345.6 for fractions)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def now() -> str:
+    return stamp(dt.datetime.now(dt.UTC))
+
+
+def describe(event: str, fields: Mapping[str, object]) -> str:
+    """The text line of an event (without `ts`/`run_id`: a terminal reader does not need them)."""
+    seconds = fields.get("seconds")
+    url = fields.get("url")
+    if event == "wait":
+        why = "the rate-limit window" if fields.get("reason") != "rate_limited" else "a 429"
+        where = f" ({url})" if url else ""
+        return f"waiting {seconds} s for {why}{where}"
+    if event == "retry":
+        return (
+            f"retry {fields.get('attempt')}/{fields.get('max_attempts')} of {url} in "
+            f"{seconds} s after {fields.get('reason')}"
+        )
+    rest = ", ".join(f"{k} {v}" for k, v in fields.items() if k not in ("resource", "message"))
+    head = f"{event} {fields['resource']}" if "resource" in fields else event
+    if "message" in fields:
+        rest = f"{fields['message']}" + (f" ({rest})" if rest else "")
+    return f"{head}: {rest}" if rest else head
+
+
+class EventLog:
+    """Writes events to a stream (stderr): a JSON object per line, or a readable line."""
+
+    def __init__(self, fmt: str = "text", run_id: str = "", stream: IO[str] | None = None):
+        if fmt not in FORMATS:
+            raise ValueError(fmt)
+        self.fmt, self.run_id = fmt, run_id
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    @property
+    def json(self) -> bool:
+        return self.fmt == "json"
+
+    def line(self, event: str, fields: Mapping[str, object]) -> str:
+        if self.json:
+            doc = {"ts": now(), "run_id": self.run_id, "event": event, **fields}
+            return json.dumps(doc, default=str, ensure_ascii=False)
+        return describe(event, fields)
+
+    def emit(self, event: str, fields: Mapping[str, object] | None = None) -> None:
+        text = self.line(event, fields or {})
+        from connector.settings import scrub  # a message may quote anything: never the key
+
+        with self._lock:
+            print(scrub(text), file=self.stream or sys.stderr, flush=True)
+
+
+_active: EventLog | None = None
+
+
+def activate(log: EventLog | None) -> None:
+    """The CLI's event log for this process: its one-line errors go through it too."""
+    global _active
+    _active = log
+
+
+def active() -> EventLog | None:
+    return _active
