@@ -115,12 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
     )
-    sync.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object per line on stderr (ts, run_id, event), no table on stdout",
-    )
 
     sweep = sub.add_parser(
         "sweep", parents=[common], help="full traversal: merge every record, mark deletes"
@@ -145,7 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
     status.add_argument("--pipeline", default="ciklek")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    for command in (sync, plan, status):
+    for command in (sync, sweep):
+        command.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            default="text",
+            help="json: one JSON object per line on stderr (ts, run_id, event), no table on stdout",
+        )
+    for command in (sync, sweep, plan, status):
         command.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
 
     query = sub.add_parser("query", parents=[common], help="read-only SQL on the DuckDB file")

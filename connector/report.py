@@ -39,7 +39,8 @@ def render(table: Table, width: int = 160) -> str:
 def summary(result: SyncResult) -> str:
     """The end-of-run summary: a table per resource plus totals and messages."""
     settings, report = result.settings, result.report
-    table = Table(title="ciklek sync summary", title_justify="left")
+    command = "sweep" if result.kind == "sweep" else "sync"
+    table = Table(title=f"ciklek {command} summary", title_justify="left")
     for column in ("resource", "rows", "line items", "rejects", "pages", "requests", "429s"):
         table.add_column(column, justify="right" if column != "resource" else "left")
     table.add_column("wait s", justify="right")
