@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
     status.add_argument("--pipeline", default="ciklek")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--max-age", help="exit 5 when the last complete sync is older (90s, 30m, 6h, 2d)"
+    )
+    status.add_argument("--destination", help="without local state: read the warehouse's run log")
+    status.add_argument("--dataset", help="the dataset of that run log (default ciklek)")
 
     check = sub.add_parser("check", parents=[common], help="is the key valid, which scopes")
     check.add_argument("--resources")
@@ -212,7 +217,11 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     from connector.settings import load_settings
 
-    return load_settings(resources=getattr(args, "resources", None), **overrides)
+    return load_settings(
+        resources=getattr(args, "resources", None),
+        pipeline=getattr(args, "pipeline", None),
+        **overrides,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -252,6 +261,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline)
+    if args.max_age is not None:
+        from connector.freshness import status_max_age
+
+        code, line = status_max_age(
+            doc=doc,
+            resources=settings.resources,
+            pipeline_name=args.pipeline,
+            max_age_text=args.max_age,
+            destination=args.destination,
+            dataset=args.dataset,
+        )
+        (out if code == EXIT_OK else err)(line)
+        return code
     running = lock_is_held(settings.state_dir, args.pipeline)
     if doc is None:
         out(f"pipeline {args.pipeline!r} has not run yet (state dir {settings.state_dir})")

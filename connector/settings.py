@@ -260,12 +260,18 @@ def load_settings(**overrides: object) -> Settings:
 
     Raises ConfigError (exit 2) with one line naming the setting and what to do.
     """
+    from connector.accounts import pipeline_scope, require_scoped_key
+
+    pipeline = overrides.pop("pipeline", None)  # dlt's pipeline-scoped values win (accounts.py)
     try:
-        raw = resolve_configuration(CiklekConfiguration(), sections=("sources", "ciklek"))
+        with pipeline_scope(str(pipeline) if pipeline else None):
+            raw = resolve_configuration(CiklekConfiguration(), sections=("sources", "ciklek"))
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {_first_line(exc)}") from None
     values: dict[str, object] = {k: getattr(raw, k) for k in raw}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if pipeline and str(pipeline) in parse_name_list(values.get("accounts"), "accounts"):
+        require_scoped_key(str(pipeline))
 
     page_size = _as_int("page_size", values["page_size"])
     if not 1 <= page_size <= MAX_PAGE_SIZE:

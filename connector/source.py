@@ -187,6 +187,8 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         finish(state, trav, chunk.last_page)
     state.store(raw_state)
     yield from _tables(spec, batch, out, run)
+    if run.loud is not None:
+        run.loud.after_chunk(spec.name, out)
 
 
 def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
