@@ -134,7 +134,7 @@ def make_assets(
         partitions_def=partitions,
         pool=None if partitions else f"ciklek_{pipeline}",
     )
-    def ciklek_assets(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+    def ciklek_assets(context: AssetExecutionContext) -> Iterator[MaterializeResult[None]]:
         account = context.partition_key if partitions is not None else None
         yield from materialise(context, config, account)
 
@@ -147,7 +147,7 @@ def make_definitions(accounts: Sequence[str] | None = None, **options: object) -
 
 def materialise(
     context: AssetExecutionContext, config: AssetsConfig, account: str | None
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult[None]]:
     """One sync for the selected tables; its outcome as results, a retry or a failure."""
     selected = {k.path[-1] for k in context.selected_asset_keys}
     result = _sync(config, account, sorted({TABLES[t] for t in selected}), len(selected))
@@ -202,7 +202,8 @@ def _raise_for_outcome(result: SyncResult, config: AssetsConfig) -> None:
     code = result.exit_code
     if code in (EXIT_OK, EXIT_STRICT):
         return
-    message = scrub("ciklek: " + ("; ".join(result.messages) or f"exit code {code}"))
+    lines = "; ".join(dict.fromkeys(result.messages))  # one line per distinct problem
+    message = scrub("ciklek: " + (lines or f"exit code {code}"))
     if code != EXIT_TEMPFAIL or isinstance(result.error, StopRequested):
         raise Failure(message, allow_retries=False)
     wait = retry_wait(result, config.retry_cap_seconds)
@@ -218,12 +219,12 @@ def retry_wait(result: SyncResult, cap_seconds: float) -> float | None:
             return None  # a run budget: the next scheduled run continues
         wait = (result.resume_at - dt.datetime.now(dt.UTC)).total_seconds()
         return max(1.0, wait) if wait <= cap_seconds else None
-    return RETRY_SECONDS if RETRY_SECONDS <= cap_seconds else None
+    return RETRY_SECONDS if cap_seconds >= RETRY_SECONDS else None
 
 
 def table_result(
     table: str, result: SyncResult, config: AssetsConfig, checks: set[AssetCheckKey]
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """Metadata and checks of one table after the sync."""
     resource = TABLES[table]
     out = result.report.outcome(resource)
@@ -271,7 +272,7 @@ def table_result(
                     metadata={"expected": rec.expected, "distinct": rec.distinct},
                 )
             )
-    wanted = [r for r in results if AssetCheckKey(key, r.check_name) in checks]
+    wanted = [r for r in results if AssetCheckKey(key, r.check_name or "") in checks]
     return MaterializeResult(asset_key=key, metadata=metadata, check_results=wanted)  # type: ignore[arg-type]
 
 
