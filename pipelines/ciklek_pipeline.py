@@ -31,13 +31,30 @@ Exit codes (the same as `ciklek sync`):
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from connector.cli import out, run_guarded
-from connector.report import summary
-from connector.settings import load_settings
-from connector.sync import SyncOptions, run_sync
+from connector import (
+    CiklekError,
+    ConfigError,
+    MissingScope,
+    SyncOptions,
+    SyncResult,
+    TryLater,
+    Unauthorized,
+    run_sync,
+)
+from connector.settings import scrub
+
+LOG = logging.getLogger("ciklek_pipeline")
+# What an error raised before the run means, by type (as `ciklek sync` exits)
+EXIT_BY_ERROR: tuple[tuple[type[CiklekError], int], ...] = (
+    (ConfigError, 2),
+    (Unauthorized, 3),
+    (MissingScope, 3),
+    (TryLater, 75),
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,25 +69,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sync_once(args: argparse.Namespace) -> int:
-    settings = load_settings(resources=args.resources)
+def sync_once(args: argparse.Namespace) -> SyncResult:
+    """One run through the public API: what any Python caller of the connector would write."""
     options = SyncOptions(
+        resources=args.resources.split(",") if args.resources else None,
         destination=args.destination,
         dataset=args.dataset,
         pipeline=args.pipeline,
         max_requests=args.max_requests,
         strict=args.strict,
         progress=False,  # log lines, never a redrawn bar, in a cron mail or log file
+        debug=args.debug,
     )
-    result = run_sync(options, settings=settings)
-    out(summary(result))
-    return result.exit_code
+    return run_sync(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # The same error-to-exit-code mapping and one-line messages as `ciklek sync`.
-    return run_guarded(sync_once, args)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        result = sync_once(args)
+    except CiklekError as exc:  # found before any request: bad config, the lock held
+        print(scrub(f"ciklek: {exc}"), file=sys.stderr)
+        return next((code for kind, code in EXIT_BY_ERROR if isinstance(exc, kind)), 1)
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            scrub(f"ciklek: unexpected error (a bug): {type(exc).__name__}: {exc}"), file=sys.stderr
+        )
+        return 1
+    print(scrub(summary_text(result)))
+    return result.exit_code
+
+
+def summary_text(result: SyncResult) -> str:
+    """The summary `ciklek sync` prints (the same table, from the same result)."""
+    from connector.report import summary
+
+    return summary(result)
 
 
 if __name__ == "__main__":
