@@ -46,14 +46,22 @@ def has_scoped_key(account: str) -> bool:
     return bool(str(value or "").strip())
 
 
+def missing_scoped_key(account: str) -> str | None:
+    """The problem when `account` has no key of its own (None when it has one)."""
+    if has_scoped_key(account):
+        return None
+    return (
+        f"account {account!r} has no API key of its own: set {scoped_key_name(account)} or "
+        f"api_key under [{account}.sources.ciklek] in .dlt/secrets.toml (an account never "
+        "uses the unscoped key)"
+    )
+
+
 def require_scoped_key(account: str) -> None:
     """An account never falls back to the unscoped key (that is another account's key)."""
-    if not has_scoped_key(account):
-        raise ConfigError(
-            f"account {account!r} has no API key of its own: set {scoped_key_name(account)} or "
-            f"api_key under [{account}.sources.ciklek] in .dlt/secrets.toml (an account never "
-            "uses the unscoped key)"
-        )
+    problem = missing_scoped_key(account)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def account_dataset(account: str) -> str:

@@ -50,6 +50,8 @@ def remote_runs(destination: str, dataset: str, pipeline_name: str) -> list[RunR
 
     from connector.destinations import resolve_destination
 
+    if destination == "duckdb" and not _duckdb_exists():
+        return []  # nothing synced here; opening the file would create an empty one
     reference = resolve_destination(destination, dataset)
     with tempfile.TemporaryDirectory(prefix="ciklek-status-") as scratch:
         pipeline = dlt.pipeline(
@@ -67,6 +69,16 @@ def remote_runs(destination: str, dataset: str, pipeline_name: str) -> list[RunR
                     "try again when it has finished"
                 ) from None
             raise
+
+
+def _duckdb_exists() -> bool:
+    from pathlib import Path
+
+    from connector.destinations import DEFAULT_DUCKDB_FILE, configured_duckdb_path, duckdb_file
+
+    configured = configured_duckdb_path()
+    path = duckdb_file(configured) if configured else Path.cwd() / DEFAULT_DUCKDB_FILE
+    return path is None or path.exists()  # None: in memory or MotherDuck, ask dlt
 
 
 class DestinationBusy(Exception):

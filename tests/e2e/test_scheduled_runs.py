@@ -137,15 +137,17 @@ def test_status_max_age_from_the_warehouse_without_local_state(
     sb: SandboxProcess, clean_env: Path
 ) -> None:
     env = env_for(sb)
+    remote_flags = ("--destination", "duckdb", "--dataset", "ciklek")
+    never = run_cli("status", "--max-age", "6h", *remote_flags, env=env, cwd=clean_env)
+    assert never.returncode == 5, never.stdout + never.stderr
+    assert not (clean_env / DEFAULT_DB).exists()  # reading created no warehouse file
+
     assert run_cli("sync", env=env, cwd=clean_env).returncode == 0
     shutil.rmtree(env["CIKLEK_HOME"])
     sb.control_post("reset_stats")
     local_only = run_cli("status", "--max-age", "6h", env=env, cwd=clean_env)
     assert local_only.returncode == 5
-    remote = run_cli(
-        "status", "--max-age", "6h", "--destination", "duckdb", "--dataset", "ciklek",
-        env=env, cwd=clean_env,
-    )  # fmt: skip
+    remote = run_cli("status", "--max-age", "6h", *remote_flags, env=env, cwd=clean_env)
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "run log in the warehouse" in remote.stdout
     assert sb.stats()["requests"] == 0  # no Ciklek request
@@ -175,6 +177,8 @@ def test_account_pipeline_uses_its_scoped_key_and_never_the_unscoped_one(
     assert missing.returncode == 2, missing.stdout + missing.stderr
     assert "BOLT__SOURCES__CIKLEK__API_KEY" in missing.stderr
     assert sb.stats()["requests"] == 0
+    # Commands that need no key still work for the account.
+    assert run_cli("status", "--pipeline", "bolt", env=env, cwd=clean_env).returncode == 0
 
 
 def test_athena_without_iceberg_is_refused_before_anything(
