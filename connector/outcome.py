@@ -8,9 +8,13 @@ once: the error behind the run's exit code, never a re-worded copy (callers `exc
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from connector.errors import (
@@ -124,6 +128,27 @@ class LoudSource:
                 stop,
                 when,
             )
+
+
+@contextlib.contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """While a bare source extracts, SIGTERM/SIGINT end it like a quota stop (the pages fetched
+    load, the state moves); the host's handlers are back as soon as the extract ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _is_quota_or_signal(stop: TryLater) -> bool:

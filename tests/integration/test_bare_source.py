@@ -4,6 +4,10 @@ pages it paid for on a quota stop (one warning, no exception), against the real 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +25,8 @@ from connector import (
 from connector.throttle import _REGISTRY
 from tests.helpers import query
 from tests.hostile_server import HostileServer, json_answer
-from tests.sandbox_proc import SandboxProcess
+from tests.sandbox_proc import REPO_ROOT, SandboxProcess
+from tests.syncutil import wait_for
 
 FULL, READER = "bsk_test_full_bare", "bsk_test_reader_bare"
 
@@ -128,3 +133,51 @@ def test_broken_contract_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         with pytest.raises(PipelineStepFailed) as info:
             _pipeline(tmp_path).run(ciklek_source(resources=["products"]))
     assert isinstance(_cause(info), ContractViolation)
+
+
+BARE_SCRIPT = """
+import logging, sys
+import dlt
+from connector import ciklek_source
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+pipeline = dlt.pipeline(
+    pipeline_name="bare_signal",
+    destination=dlt.destinations.duckdb(sys.argv[1]),
+    dataset_name="bare",
+    pipelines_dir=sys.argv[2],
+)
+pipeline.run(ciklek_source(resources=["orders"]))
+print("RETURNED", flush=True)
+"""
+
+
+def test_sigterm_ends_the_extract_cleanly_and_keeps_the_pages(
+    sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path
+) -> None:
+    sb = sandbox_factory("--orders", 120, "--latency-ms", 150)
+    env = {
+        **os.environ,
+        "SOURCES__CIKLEK__BASE_URL": sb.url,
+        "SOURCES__CIKLEK__API_KEY": sb.key,
+        "SOURCES__CIKLEK__PAGE_SIZE": "10",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    db = tmp_path / "warehouse.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_SCRIPT, str(db), str(tmp_path / "p")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sb.stats()["requests"] >= 3, what="a few pages fetched")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "RETURNED" in out
+    assert err.count("stopped early") == 1 and "stopped by signal" in err
+    loaded = query(db, "select count(*), count(distinct id) from bare.orders")[0]
+    assert 30 <= loaded[0] < 120 and loaded[0] == loaded[1]
