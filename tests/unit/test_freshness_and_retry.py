@@ -66,8 +66,9 @@ def _dagster_module() -> object:
 
 def test_retry_waits_for_a_short_stop_and_not_for_the_daily_quota() -> None:
     retry_wait = _dagster_module().retry_wait  # type: ignore[attr-defined]
-    soon = NOW + dt.timedelta(seconds=40)
-    midnight = NOW + dt.timedelta(hours=5)
+    now = dt.datetime.now(dt.UTC)
+    soon = now + dt.timedelta(seconds=40)
+    midnight = now + dt.timedelta(hours=5)
     short = SimpleNamespace(error=QuotaExhausted("rate limited", resume_at=soon), resume_at=soon)
     assert 30 < retry_wait(short, 600) <= 40
     daily = SimpleNamespace(error=QuotaExhausted("daily", resume_at=midnight), resume_at=midnight)
