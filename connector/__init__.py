@@ -42,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "SyncResult": "connector.sync",
     "CiklekClient": "connector.client",
     **dict.fromkeys(_ERRORS, "connector.errors"),
+    "RejectsFound": "connector.outcome",
+    "SyncFailed": "connector.outcome",
 }
 
 __all__ = [
@@ -57,7 +59,9 @@ __all__ = [
     "MissingScope",
     "NotFound",
     "QuotaExhausted",
+    "RejectsFound",
     "StopRequested",
+    "SyncFailed",
     "SyncOptions",
     "SyncResult",
     "TryLater",
@@ -87,6 +91,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time `__getattr__` below 
         Unauthorized,
         ValidationFailed,
     )
+    from connector.outcome import RejectsFound, SyncFailed
     from connector.source import ciklek_source
     from connector.sync import SyncOptions, SyncResult, run_sync
 

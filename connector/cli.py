@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
     status.add_argument("--pipeline", default="ciklek")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--max-age", help="exit 5 when the last complete sync is older (90s, 30m, 6h, 2d)"
+    )
+    status.add_argument("--destination", help="without local state: read the warehouse's run log")
+    status.add_argument("--dataset", help="the dataset of that run log (default ciklek)")
     for command in (sync, sweep):
         command.add_argument(
             "--log-format",
@@ -271,7 +276,11 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     from connector.settings import load_settings
 
-    return load_settings(resources=getattr(args, "resources", None), **overrides)
+    return load_settings(
+        resources=getattr(args, "resources", None),
+        pipeline=getattr(args, "pipeline", None),
+        **overrides,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -324,24 +333,15 @@ def _check_duckdb_dir(path: str | None) -> None:
 
 def json_events(args: argparse.Namespace) -> EventLog | None:
     """--log-format json: this process's errors become JSON lines too."""
-    from connector.jsonlog import EventLog, activate
+    from connector.jsonlog import json_log
 
-    if getattr(args, "log_format", "text") != "json":
-        return None
-    events = EventLog("json")
-    activate(events)
-    return events
+    return json_log(getattr(args, "log_format", "text"))
 
 
 def json_outcome(events: EventLog, result: SyncResult) -> int:
-    """The run's stops and summary as events (the table would be the one non-JSON line)."""
-    from connector.where import summary_fields
+    from connector.jsonlog import emit_outcome
 
-    for name, outcome in result.report.outcomes.items():
-        if outcome.stop is not None:
-            events.emit("stop", {"resource": name, "message": str(outcome.stop)})
-    events.emit("summary", summary_fields(result))
-    return result.exit_code
+    return emit_outcome(events, result)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -369,6 +369,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     doc = read_status(settings.state_dir, args.pipeline)
+    if args.max_age is not None:
+        from connector.freshness import status_max_age
+
+        code, line = status_max_age(
+            doc=doc,
+            resources=settings.resources,
+            pipeline_name=args.pipeline,
+            max_age_text=args.max_age,
+            destination=args.destination,
+            dataset=args.dataset,
+        )
+        (out if code == EXIT_OK else err)(line)
+        return code
     running = lock_is_held(settings.state_dir, args.pipeline)
     if doc is None:
         out(f"pipeline {args.pipeline!r} has not run yet (state dir {settings.state_dir})")

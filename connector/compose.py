@@ -22,6 +22,7 @@ from connector.catalogue import ResourceSpec
 from connector.client import CiklekClient, build_client, ledger_for
 from connector.jsonlog import EventLog
 from connector.ledger import QuotaLedger, RequestLog
+from connector.outcome import LoudSource
 from connector.progress import ProgressReporter
 from connector.run import RunConfig, RunReport
 from connector.settings import Settings, load_settings
@@ -78,6 +79,8 @@ class SourceRun:
     client: ClientLease
     config: RunConfig
     report: RunReport
+    # A bare `ciklek_source()` raises fatal errors out of `pipeline.run` (see outcome.py).
+    loud: LoudSource | None = None
 
 
 def bare_source_run(resources: object = None) -> SourceRun:
@@ -97,6 +100,7 @@ def bare_source_run(resources: object = None) -> SourceRun:
         client=ClientLease(lambda: build_client(settings, quota=quota), release=release),
         config=RunConfig(page_size=settings.page_size, lookback_seconds=settings.lookback_seconds),
         report=RunReport(),
+        loud=LoudSource(named=settings.resources_named),
     )
 
 

@@ -15,7 +15,9 @@ import dlt
 from dlt.common.destination import Destination
 from dlt.common.destination.reference import TDestinationReferenceArg
 
+from connector.catalogue import CATALOGUE
 from connector.errors import ConfigError
+from connector.merge_check import check_merge_support
 
 DEFAULT_DUCKDB_FILE = "ciklek_warehouse.duckdb"
 MERGE_CAPABLE_HINT = "duckdb, motherduck, postgres, bigquery, snowflake, redshift, mssql"
@@ -79,10 +81,6 @@ def resolve_destination(
         ) from None
     if destination is None:
         raise ConfigError(f"unknown destination {name!r}")
-    strategies = destination.capabilities().supported_merge_strategies or []
-    if "delete-insert" not in strategies:
-        raise ConfigError(
-            f"destination {name!r} cannot merge (it would append duplicates and keep deleted "
-            f"line items); use one that can: {MERGE_CAPABLE_HINT}"
-        )
+    # Asked of dlt per table and table format (athena merges Iceberg tables only).
+    check_merge_support(destination, [t for spec in CATALOGUE.values() for t in spec.tables])
     return destination

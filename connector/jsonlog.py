@@ -13,7 +13,10 @@ import json
 import sys
 import threading
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connector.sync import SyncResult
 
 FORMATS = ("text", "json")
 
@@ -109,3 +112,24 @@ def activate(log: EventLog | None) -> None:
 
 def active() -> EventLog | None:
     return _active
+
+
+def json_log(log_format: str) -> EventLog | None:
+    """`--log-format json`: an event log this process's errors go to as well (else None)."""
+    if log_format != "json":
+        return None
+    events = EventLog("json")
+    activate(events)
+    return events
+
+
+def emit_outcome(events: EventLog, result: SyncResult) -> int:
+    """The run's stops and summary as events (the table would be the one non-JSON line)."""
+    from connector.where import summary_fields
+
+    events.run_id = result.run_id
+    for name, outcome in result.report.outcomes.items():
+        if outcome.stop is not None:
+            events.emit("stop", {"resource": name, "message": str(outcome.stop)})
+    events.emit("summary", summary_fields(result))
+    return result.exit_code

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from connector.catalogue import RUNS_TABLE
 from connector.errors import ConfigError
@@ -102,3 +103,25 @@ def read_runs(pipeline: object, pipeline_name: str) -> list[RunRecord]:
         )
     records = (record_from_row(row, has_kind) for row in rows or [])
     return [r for r in records if r is not None]
+
+
+def restore_ledger(pipeline: object, pipeline_name: str, ledger_path: Path, key: str) -> int:
+    """On a fresh runner, rebuild today's request count of `pipeline_name` from the run log.
+
+    Only when the local ledger has no entry for today (a kept ledger is more accurate: it also
+    counts a killed run's requests); best-effort: a destination that cannot be read (first run,
+    no dataset yet) leaves the ledger as it is. Returns the requests added.
+    """
+    from connector.ledger import read_ledger, update_ledger, utc_today
+
+    today = utc_today()
+    if pipeline_name in read_ledger(ledger_path).get(key, {}).get(today, {}):
+        return 0
+    try:
+        runs = read_runs(pipeline, pipeline_name)
+    except Exception:  # no dataset yet, an unreachable warehouse: the sync itself will say so
+        return 0
+    used = requests_on(runs, dt.date.fromisoformat(today))
+    if used:
+        update_ledger(ledger_path, key, today, pipeline_name, used)
+    return used

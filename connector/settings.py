@@ -144,8 +144,12 @@ class Settings:
     sweep_reserve: int = 0  # requests of the daily budget a sweep leaves to syncs
     sweep_run_requests: int = 1_800
     accounts: tuple[str, ...] = ()
+    # Why there is no key, when the generic message would mislead (an account's scoped key).
+    key_problem: str | None = None
 
     def require_key(self) -> ApiKey:
+        if self.key_problem is not None:
+            raise ConfigError(self.key_problem)
         if self.api_key is None or not self.api_key.reveal().strip():
             raise ConfigError(
                 "no API key: set SOURCES__CIKLEK__API_KEY or api_key under [sources.ciklek] "
@@ -260,12 +264,19 @@ def load_settings(**overrides: object) -> Settings:
 
     Raises ConfigError (exit 2) with one line naming the setting and what to do.
     """
+    from connector.accounts import missing_scoped_key, pipeline_scope
+
+    pipeline = overrides.pop("pipeline", None)  # dlt's pipeline-scoped values win (accounts.py)
     try:
-        raw = resolve_configuration(CiklekConfiguration(), sections=("sources", "ciklek"))
+        with pipeline_scope(str(pipeline) if pipeline else None):
+            raw = resolve_configuration(CiklekConfiguration(), sections=("sources", "ciklek"))
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {_first_line(exc)}") from None
     values: dict[str, object] = {k: getattr(raw, k) for k in raw}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    key_problem = None  # an account never falls back to the unscoped key (accounts.py)
+    if pipeline and str(pipeline) in parse_name_list(values.get("accounts"), "accounts"):
+        key_problem = missing_scoped_key(str(pipeline))
 
     page_size = _as_int("page_size", values["page_size"])
     if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -297,7 +308,8 @@ def load_settings(**overrides: object) -> Settings:
     budget = _daily_budget(values)
     return Settings(
         **_operations(values, budget),
-        api_key=_api_key(values.get("api_key")),
+        api_key=None if key_problem else _api_key(values.get("api_key")),
+        key_problem=key_problem,
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),

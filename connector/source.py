@@ -14,6 +14,7 @@ the generator returns normally, so every page fetched so far is committed with i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -48,6 +49,7 @@ from connector.normalize import (
     rejects_table,
     with_deleted_at,
 )
+from connector.outcome import stop_on_signals
 from connector.reconcile import IdTracker, Reconciliation
 from connector.run import ResourceOutcome, RunConfig, RunReport
 from connector.sweep import on_chunk as sweep_chunk
@@ -176,7 +178,8 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
     )
     chunk = _Chunk(spec, state, trav, config)
     out = run.report.outcome(spec.name)
-    with run.client.borrow() as client:
+    signals = stop_on_signals(run.report.stop_event) if run.loud else contextlib.nullcontext()
+    with run.client.borrow() as client, signals:
         complete = _walk(chunk, client, run.report)
     batch = build_batch(spec, chunk.records(), columns=_known_columns(spec, run.report))
     stop(trav, batch.max_cursor)
@@ -194,6 +197,8 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         sweep_chunk(state, trav, batch.rejects, complete)
     state.store(raw_state)
     yield from _tables(spec, batch, out, run)
+    if run.loud is not None:
+        run.loud.after_chunk(spec.name, out)
 
 
 def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:

@@ -56,6 +56,7 @@ from connector.errors import (
 from connector.jsonlog import EventLog, stamp
 from connector.ledger import QuotaLedger, RequestLog
 from connector.run import Row, RunConfig, RunReport, Window
+from connector.run_history import restore_ledger
 from connector.runstate import pipeline_dir, read_status, run_lock, write_status
 from connector.settings import Settings, load_settings, scrub
 from connector.source import ciklek_source, iso
@@ -109,6 +110,13 @@ class SyncResult:
     duckdb_path: str | None = None
     kind: str = "sync"
     dropped: list[str] = field(default_factory=list)
+
+    def raise_for_outcome(self) -> None:
+        """Raise the typed error for anything but a clean completion (exit 0), like httpx's
+        `raise_for_status()`: Unauthorized, MissingScope, QuotaExhausted, RejectsFound..."""
+        from connector.outcome import raise_for_outcome
+
+        raise_for_outcome(self)
 
 
 def parse_bound(value: str | None, flag: str) -> dt.datetime | None:
@@ -222,6 +230,8 @@ class _Status:
     def __init__(self, options: SyncOptions, settings: Settings, report: RunReport) -> None:
         self.options, self.settings, self.report = options, settings, report
         self.started = dt.datetime.now(dt.UTC)
+        previous = read_status(settings.state_dir, options.pipeline) or {}
+        self.last_complete = previous.get("last_complete_sync")  # for `status --max-age`
 
     def write(self, pipeline: dlt.Pipeline, *, running: bool, last_run: Row | None = None) -> None:
         states = resource_states(pipeline, list(self.settings.catalogue))
@@ -238,8 +248,16 @@ class _Status:
             "updated_at": iso(dt.datetime.now(dt.UTC)),
             "resources": {name: self._resource(name, st) for name, st in states.items()},
             "last_run": last_run,
+            "last_complete_sync": self._last_complete(last_run),
         }
         write_status(self.settings.state_dir, self.options.pipeline, doc)
+
+    def _last_complete(self, last_run: Row | None) -> object:
+        from connector.freshness import complete_entry
+
+        if last_run is not None:
+            self.last_complete = complete_entry(last_run) or self.last_complete
+        return self.last_complete
 
     def _resource(self, name: str, st: ResourceState) -> Row:
         trav, outcome = st.traversal, self.report.outcomes.get(name)
@@ -259,7 +277,9 @@ class _Status:
 
 def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncResult:
     """Run one sync. Raises ConfigError (exit 2) or LockHeld (exit 75) before any request."""
-    settings = settings or load_settings(resources=options.resources, page_size=options.page_size)
+    settings = settings or load_settings(
+        resources=options.resources, page_size=options.page_size, pipeline=options.pipeline
+    )
     settings.require_key()  # exit 2 before anything else when the key is missing
     window = check_options(options)
     destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
@@ -281,6 +301,12 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             pipeline, settings, set(settings.resources) if options.full_refresh else set()
         )
         check_before_requests(pipeline, settings)  # a locked/unreachable warehouse costs nothing
+        restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
+            pipeline,
+            options.pipeline,
+            settings.state_dir / "ledger.json",
+            settings.require_key().fingerprint,
+        )
         config = RunConfig(
             page_size=settings.page_size,
             chunk_pages=settings.checkpoint_pages,
@@ -453,6 +479,9 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
     if (fault_code := exit_code_for(result.error)) is not None:  # the warehouse failed mid-run
         codes.append(fault_code)
     result.exit_code = next((c for c in EXIT_PRECEDENCE if c in codes), EXIT_OK)
+    from connector.outcome import error_for
+
+    result.error = error_for(result)
 
 
 def _error_message(name: str, error: ApiError | ContractViolation) -> tuple[int, str]:

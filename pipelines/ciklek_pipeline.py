@@ -9,36 +9,32 @@ the working directory), or set everything in the environment:
     python pipelines/ciklek_pipeline.py [--resources orders,customers] [--destination postgres]
                                         [--dataset ciklek] [--pipeline ciklek]
                                         [--max-requests N] [--strict]
-                                        [--duckdb-file PATH] [--log-format text|json]
 
 A crontab line (hourly; `flock` is not needed, a run already holds its own lock and an
 overlapping run exits 75 without touching anything):
 
     17 * * * *  cd /srv/ciklek && .venv/bin/python pipelines/ciklek_pipeline.py >> sync.log 2>&1
 
-Exit codes (the same as `ciklek sync`):
-
-    0   completed (resources skipped for a scope you did not name are listed, not fatal)
-    75  try again later, progress kept: daily quota or run budget spent, the API still failing
-        after retries, another run of the same pipeline holds the lock, or SIGTERM/SIGINT.
-        Treat it as "not an error yet"; alert only when it repeats for a day.
-    2   bad input or configuration (missing key, bad page_size, unknown resource or
-        destination...), found before any request was sent: fix the configuration
-    3   credentials refused: 401, or 403 on a resource named in --resources
-    4   completed, but --strict and records were rejected (see _ciklek_rejects)
-    1   unexpected failure (a bug): rerun with --debug and report it
+Exit codes: the same as `ciklek sync` (README "Exit codes", `connector.errors.EXIT_CODES`).
+0 is done; 75 is "later, progress kept" (alert only when it repeats for a day); 2, 3 and 7 need
+a person (configuration, credentials, the warehouse); 4 means `--strict` and rejected records;
+1 is a bug: rerun with --debug and report it. `--log-format json` writes one JSON object per
+line on stderr (ts, run_id, event) and nothing on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from connector.cli import json_events, json_outcome, out, run_guarded
-from connector.report import summary
-from connector.settings import load_settings
-from connector.sync import SyncOptions, run_sync
+from connector import CiklekError, SyncOptions, SyncResult, run_sync
+from connector.jsonlog import EventLog, emit_outcome, json_log
+from connector.outcome import exit_code_for
+from connector.settings import scrub
+
+LOG = logging.getLogger("ciklek_pipeline")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,10 +56,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sync_once(args: argparse.Namespace) -> int:
-    events = json_events(args)  # before settings: a config error is a JSON line too
-    settings = load_settings(resources=args.resources)
+def sync_once(args: argparse.Namespace) -> SyncResult:
+    """One run through the public API: what any Python caller of the connector would write."""
     options = SyncOptions(
+        resources=args.resources.split(",") if args.resources else None,
         destination=args.destination,
         dataset=args.dataset,
         pipeline=args.pipeline,
@@ -72,19 +68,44 @@ def sync_once(args: argparse.Namespace) -> int:
         progress=False,  # log lines, never a redrawn bar, in a cron mail or log file
         duckdb_file=args.duckdb_file,
         log_format=args.log_format,
+        debug=args.debug,
     )
-    result = run_sync(options, settings=settings)
-    if events is not None:
-        events.run_id = result.run_id
-        return json_outcome(events, result)
-    out(summary(result))
-    return result.exit_code
+    return run_sync(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # The same error-to-exit-code mapping and one-line messages as `ciklek sync`.
-    return run_guarded(sync_once, args)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    events = json_log(args.log_format)  # before the run: a config error is a JSON line too
+    try:
+        result = sync_once(args)
+    except CiklekError as exc:  # found before any request: bad config, the lock held
+        report_error(events, f"ciklek: {exc}")
+        return exit_code_for(exc)
+    except Exception as exc:
+        if args.debug:
+            raise
+        report_error(events, f"ciklek: unexpected error (a bug): {type(exc).__name__}: {exc}")
+        return 1
+    if events is not None:
+        return emit_outcome(events, result)
+    print(scrub(summary_text(result)))
+    return result.exit_code
+
+
+def report_error(events: EventLog | None, message: str) -> None:
+    """One line on stderr: a JSON `error` event with --log-format json, else the text."""
+    if events is not None:
+        events.emit("error", {"message": scrub(message)})
+    else:
+        print(scrub(message), file=sys.stderr)
+
+
+def summary_text(result: SyncResult) -> str:
+    """The summary `ciklek sync` prints (the same table, from the same result)."""
+    from connector.report import summary
+
+    return summary(result)
 
 
 if __name__ == "__main__":
