@@ -30,8 +30,11 @@ one. README "Schedule with Dagster" has the run-concurrency snippet.
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at runtime.
 import datetime as dt
+import importlib.util
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 from dagster import (
     AssetCheckKey,
@@ -142,7 +145,28 @@ def make_assets(
 
 
 def make_definitions(accounts: Sequence[str] | None = None, **options: object) -> Definitions:
-    return Definitions(assets=[make_assets(accounts, **options)])  # type: ignore[arg-type]
+    """The assets and, for one account, the sweep job on the same pipeline and dataset (a
+    partitioned deployment runs `ciklek sweep --pipeline <account>` per account instead)."""
+    assets = make_assets(accounts, **options)  # type: ignore[arg-type]
+    if assets.partitions_def is not None:
+        return Definitions(assets=[assets])
+    sweep = _sibling("dagster_sweep").make_sweep_job(
+        pipeline=options.get("pipeline", PIPELINE_NAME),
+        dataset=options.get("dataset") or DATASET,
+        destination=options.get("destination"),
+        duckdb_file=options.get("duckdb_file"),
+    )
+    return Definitions(assets=[assets], jobs=[sweep])
+
+
+def _sibling(name: str) -> ModuleType:
+    """A module beside this file: Dagster loads this one by path (`-f`), not as a package."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"ciklek_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def materialise(

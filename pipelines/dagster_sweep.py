@@ -43,6 +43,7 @@ def make_sweep_job(
     *,
     pipeline: str = PIPELINE_NAME,
     dataset: str = DATASET,
+    destination: str | None = None,
     duckdb_file: str | None = None,
     resources: Sequence[str] | None = None,
     name: str = "ciklek_sweep_job",
@@ -54,7 +55,7 @@ def make_sweep_job(
         result = run_sync(
             SyncOptions(
                 resources=list(resources) if resources else None,
-                destination="duckdb",
+                destination=destination,
                 dataset=dataset,
                 pipeline=pipeline,
                 duckdb_file=duckdb_file,

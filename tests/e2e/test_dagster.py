@@ -99,7 +99,10 @@ def test_materialise_every_table_with_metadata_then_incrementally(
     assert sb.stats()["by_path"] == {"/v1/orders": 1, "/v1/customers": 1, "/v1/products": 1}
     assert query(db, "select count(*) from ciklek.customers") == [(30,)]
     assert query(db, "select count(*) from ciklek.products") == [(15,)]
-    assert module.defs is not None  # the module-level Definitions dagster loads also builds
+    # The module-level Definitions dagster loads: the assets and the sweep job on their pipeline.
+    sweep_job = module.defs.get_job_def("ciklek_sweep_job")
+    assert [n.name for n in sweep_job.nodes] == ["ciklek_sweep"]
+    assert not module.make_definitions(accounts=["acme"]).jobs  # partitioned: no shared job
 
     # A subset: only the selected tables' resources are synced and materialised.
     sb.control_post("reset_stats")
