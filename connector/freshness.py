@@ -91,11 +91,16 @@ class Freshness:
     message: str
 
 
-def judge(last: RunRecord | None, resources: Sequence[str], max_age: dt.timedelta) -> Freshness:
+def judge(
+    last: RunRecord | None,
+    resources: Sequence[str],
+    max_age: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> Freshness:
     """Fresh when the last complete sync of every configured resource started within max_age."""
     if last is None or not last.is_complete_sync(resources):
         return Freshness(False, f"no complete sync of {', '.join(resources)} recorded: stale")
-    age = dt.datetime.now(dt.UTC) - last.started_at
+    age = (now or dt.datetime.now(dt.UTC)) - last.started_at
     text = f"last complete sync started {_age_text(age)} ago ({last.started_at:%Y-%m-%dT%H:%MZ})"
     if age > max_age:
         return Freshness(False, f"{text}: older than {_age_text(max_age)}, stale")

@@ -284,7 +284,9 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
     window = check_options(options)
     destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
     started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
-    log_level = "INFO" if options.debug else "ERROR"
+    # dlt logs a failed load job with its traceback (`logger.exception`, level ERROR); our one
+    # line per outcome says what happened, so without --debug only dlt's CRITICAL lines show.
+    log_level = "INFO" if options.debug else "CRITICAL"
     with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
         pipeline = dlt.pipeline(
             pipeline_name=options.pipeline,

@@ -15,11 +15,21 @@ overlapping run exits 75 without touching anything):
 
     17 * * * *  cd /srv/ciklek && .venv/bin/python pipelines/ciklek_pipeline.py >> sync.log 2>&1
 
-Exit codes: the same as `ciklek sync` (README "Exit codes", `connector.errors.EXIT_CODES`).
-0 is done; 75 is "later, progress kept" (alert only when it repeats for a day); 2, 3 and 7 need
-a person (configuration, credentials, the warehouse); 4 means `--strict` and rejected records;
-1 is a bug: rerun with --debug and report it. `--log-format json` writes one JSON object per
-line on stderr (ts, run_id, event) and nothing on stdout.
+Exit codes (the same as `ciklek sync`; README "Exit codes", `connector.errors.EXIT_CODES`):
+
+    0   completed (resources skipped for a scope you did not name are listed, not fatal)
+    75  try again later, progress kept: daily quota or run budget spent, the API still failing
+        after retries, another run of the same pipeline holds the lock, SIGTERM/SIGINT, or the
+        warehouse unreachable or locked. Alert only when it repeats for a day.
+    2   bad input or configuration, found before any request was sent: fix the configuration
+    3   credentials refused: 401, a 403 on a resource named in --resources, or the warehouse
+        refused its credentials
+    7   the warehouse needs a person (out of space, permission denied, read-only)
+    4   completed, but --strict and records were rejected (see _ciklek_rejects)
+    1   unexpected failure (a bug): rerun with --debug and report it
+
+`--log-format json` writes one JSON object per line on stderr (ts, run_id, event), nothing on
+stdout.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_a_run_applies_dlt_defaults_without_touching_the_environment(
     result = run_sync(SyncOptions(resources=["customers"], progress=False))
     assert result.exit_code == 0
     assert dict(os.environ) == before
-    assert seen == {"log_level": "ERROR", "telemetry": False}
+    assert seen == {"log_level": "CRITICAL", "telemetry": False}
     assert dlt.config.get("runtime.log_level") is None  # the host process gets its own back
 
 

@@ -46,8 +46,8 @@ def test_age_is_judged_from_the_start_and_against_every_configured_resource() ->
     doc = {"last_complete_sync": complete_entry(row())}
     last = local_last_complete(doc)
     assert last is not None
-    assert judge(last, ALL, dt.timedelta(hours=2)).fresh
-    stale = judge(last, ALL, dt.timedelta(minutes=30))
+    assert judge(last, ALL, dt.timedelta(hours=2), NOW).fresh
+    stale = judge(last, ALL, dt.timedelta(minutes=30), NOW)
     assert not stale.fresh and "60m ago" in stale.message
     partial = {"last_complete_sync": complete_entry(row(resources="orders"))}
     assert not judge(local_last_complete(partial), ALL, dt.timedelta(days=1)).fresh
