@@ -95,11 +95,18 @@ def test_a_base_url_with_user_info_exits_2_and_never_prints_the_password(
 
 # ---- bounded memory -----------------------------------------------------------------------
 
+# VmHWM (this process's own peak), not ru_maxrss: on Linux ru_maxrss survives exec, so a child
+# forked from a large test process would report the parent's size, not its own.
 PEAK_RSS = """
-import resource, sys
+import re, resource, sys
 from connector.cli import main
 code = main(["check"])
-print(f"PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+try:
+    with open("/proc/self/status") as status:
+        peak = int(re.search(r"VmHWM:\\s+(\\d+)", status.read())[1])
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"PEAK_RSS_KB={peak}", file=sys.stderr)
 sys.exit(code)
 """
 
