@@ -130,7 +130,9 @@ def test_short_stop_is_retried_and_the_retry_completes(
     clean_env: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = sandbox_factory(*FLAGS, "--window-seconds", 3, "--window-limit", 3)
+    # 5 requests, 3 per 6 s window: the fourth must wait (a stop, then a retry) even on a slow
+    # machine where three requests take seconds.
+    sb = sandbox_factory(*FLAGS, "--window-seconds", 6, "--window-limit", 3)
     use(monkeypatch, sb)
     monkeypatch.setenv("SOURCES__CIKLEK__MAX_WAIT_SECONDS", "0.2")  # stop, do not sleep
     result = materialize([load_module().make_assets(retry_cap_seconds=30)])
