@@ -148,8 +148,10 @@ class LoudSource:
 
 @contextlib.contextmanager
 def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """While a bare source extracts, SIGTERM/SIGINT end it like a quota stop (the pages fetched
-    load, the state moves); the host's handlers are back as soon as the extract ends."""
+    """SIGTERM/SIGINT end a run like a quota stop: the pages fetched load and the state moves
+    (`ciklek sync` then exits 75; a bare source's extract ends cleanly). A second Ctrl-C
+    interrupts at once. The previous handlers are back as soon as the block ends; outside the
+    main thread (where Python allows no handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

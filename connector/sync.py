@@ -7,15 +7,10 @@ quota costs at most one chunk, and the next run resumes from the last committed 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Literal
 
 import dlt
@@ -55,6 +50,7 @@ from connector.errors import (
 )
 from connector.jsonlog import EventLog, stamp
 from connector.ledger import QuotaLedger, RequestLog
+from connector.outcome import stop_on_signals
 from connector.run import Row, RunConfig, RunReport, Window
 from connector.run_history import restore_ledger
 from connector.runstate import pipeline_dir, read_status, run_lock, write_status
@@ -154,26 +150,6 @@ def check_options(options: SyncOptions) -> Window | None:
     if options.max_requests is not None and options.max_requests < 1:
         raise ConfigError("--max-requests must be at least 1")
     return (since, until) if since or until else None
-
-
-@contextlib.contextmanager
-def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT end the run like a quota stop: finish the chunk, commit, exit 75."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
-        event.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def check_destination_config(pipeline: dlt.Pipeline) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import pg_dsn
 from tests.sandbox_proc import SandboxProcess
 
 
@@ -49,3 +50,18 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxProcess]]:
 def sandbox(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
     """A small default sandbox: 300 orders, 120 customers, 50 products."""
     return sandbox_factory("--orders", 300, "--customers", 120, "--products", 50)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """A DSN and a PostgreSQL schema of this test's own, dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    dsn = pg_dsn()
+    schema = f"ciklek_t_{uuid.uuid4().hex[:10]}"
+    yield dsn, schema
+    with psycopg2.connect(dsn) as con, con.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}_staging" CASCADE')

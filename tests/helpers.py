@@ -44,3 +44,15 @@ def query(path: Path | str, sql: str) -> list[tuple[Any, ...]]:
 
 
 DEFAULT_DB = "ciklek_warehouse.duckdb"
+
+
+def pg_dsn() -> str:
+    """The test PostgreSQL DSN from `make test` (scripts/postgres.sh): fails in CI, else skips."""
+    import pytest
+
+    dsn = os.environ.get("CIKLEK_TEST_PG_DSN", "").strip()
+    if not dsn:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
+        pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
+    return dsn

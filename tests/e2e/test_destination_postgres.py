@@ -7,7 +7,6 @@ of this module's own (tests/pg_private.py), never the shared one other tests are
 
 from __future__ import annotations
 
-import os
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_destination_duckdb import api_line_items, clean
-from tests.helpers import CIKLEK_BIN, run_cli, sync_env
+from tests.helpers import CIKLEK_BIN, pg_dsn, run_cli, sync_env
 from tests.pg_private import PrivateCluster, _free_port
 from tests.sandbox_proc import SandboxProcess
 
@@ -47,19 +46,10 @@ def test_postgres_unreachable_exits_75_before_any_request(sandbox, tmp_path) -> 
     assert sb.stats()["requests"] == 0
 
 
-def _shared_dsn() -> str:
-    dsn = os.environ.get("CIKLEK_TEST_PG_DSN", "").strip()
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
-        pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
-    return dsn
-
-
 @pytest.mark.postgres
 def test_a_wrong_postgres_password_exits_3_naming_the_destination_credentials(sandbox) -> None:
     sb: SandboxProcess = sandbox
-    parts = urllib.parse.urlsplit(_shared_dsn())
+    parts = urllib.parse.urlsplit(pg_dsn())
     netloc = f"{parts.username}:wrong-pw-0451@{parts.hostname}:{parts.port}"
     dsn = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     env = sync_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)

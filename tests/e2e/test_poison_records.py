@@ -10,9 +10,7 @@ deep, 1,700 distinct undocumented fields, and forged lineage (`_dlt_id`, `_dlt_l
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,28 +148,6 @@ def test_poison_records_are_rejects_not_outages_in_duckdb(
     assert query(db, "select count(*) from ciklek.orders")[0][0] == ORDERS - REJECTED
 
 
-def _dsn() -> str:
-    dsn = os.environ.get("CIKLEK_TEST_PG_DSN", "").strip()
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
-        pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
-    return dsn
-
-
-@pytest.fixture
-def poison_pg_schema() -> Iterator[tuple[str, str]]:
-    """A DSN and a schema name of this test's own, dropped afterwards."""
-    import psycopg2
-
-    dsn = _dsn()
-    schema = f"ciklek_p_{uuid.uuid4().hex[:10]}"
-    yield dsn, schema
-    with psycopg2.connect(dsn) as con, con.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}_staging" CASCADE')
-
-
 def _pg(dsn: str) -> Query:
     def sql(text: str) -> list[tuple[Any, ...]]:
         import psycopg2
@@ -189,9 +165,9 @@ def _pg(dsn: str) -> Query:
 
 @pytest.mark.postgres
 def test_poison_records_are_rejects_not_outages_in_postgres(
-    sandbox_factory: Callable[..., SandboxProcess], poison_pg_schema: tuple[str, str]
+    sandbox_factory: Callable[..., SandboxProcess], pg_schema: tuple[str, str]
 ) -> None:
-    dsn, schema = poison_pg_schema
+    dsn, schema = pg_schema
     sb = sandbox_factory(*SMALL)
     cases = poison(sb)
     env = env_for(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)

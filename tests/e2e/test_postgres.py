@@ -7,9 +7,6 @@ missing DSN fails it, so the PostgreSQL path can never silently stop being teste
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,28 +17,6 @@ from tests.sandbox_proc import SandboxProcess
 pytestmark = pytest.mark.postgres
 
 ORDERS, CUSTOMERS, PRODUCTS = 210, 60, 30  # page size 50: short last pages
-
-
-def _dsn() -> str:
-    dsn = os.environ.get("CIKLEK_TEST_PG_DSN", "").strip()
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
-        pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
-    return dsn
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[tuple[str, str]]:
-    """A DSN and a schema name of this test's own, dropped afterwards."""
-    import psycopg2
-
-    dsn = _dsn()
-    schema = f"ciklek_t_{uuid.uuid4().hex[:10]}"
-    yield dsn, schema
-    with psycopg2.connect(dsn) as con, con.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}_staging" CASCADE')
 
 
 def pg(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -14,20 +14,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers import pg_dsn
 from tests.sandbox_proc import REPO_ROOT
 
 pytestmark = pytest.mark.postgres
 
 SCRIPT = REPO_ROOT / "scripts" / "postgres.sh"
-
-
-def _dsn() -> str:
-    dsn = os.environ.get("CIKLEK_TEST_PG_DSN", "").strip()
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
-        pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
-    return dsn
 
 
 def _script(command: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +36,7 @@ def _cluster_dir() -> Path:
 
 
 def test_start_is_idempotent_and_the_password_is_random() -> None:
-    dsn = _dsn()
+    dsn = pg_dsn()
     again = _script("start")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == dsn  # the same cluster, the same password
@@ -54,19 +46,19 @@ def test_start_is_idempotent_and_the_password_is_random() -> None:
 
 
 def test_cluster_dir_is_private_and_not_a_fixed_path() -> None:
-    _dsn()
+    pg_dsn()
     base = _cluster_dir()
     assert re.fullmatch(r"ciklek-pg\.[A-Za-z0-9]{10}", base.name), base
     assert not base.is_symlink()
     assert stat.S_IMODE(base.stat().st_mode) == 0o700
     assert stat.S_IMODE((base / "password").stat().st_mode) == 0o600
-    assert (base / "password").read_text().strip() == urlsplit(_dsn()).password
+    assert (base / "password").read_text().strip() == urlsplit(pg_dsn()).password
 
 
 def test_tcp_logins_need_the_password_and_the_superuser_cannot_log_in() -> None:
     import psycopg2
 
-    dsn = _dsn()
+    dsn = pg_dsn()
     parts = urlsplit(dsn)
     with psycopg2.connect(dsn) as con, con.cursor() as cur:
         cur.execute("select current_user")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_postgres import pg, pg_schema  # noqa: F401 - pg_schema is a fixture
+from tests.e2e.test_postgres import pg
 from tests.helpers import run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import api_records
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 
 def test_postgres_sweep_marks_deleted_rows_and_their_line_items(
     sandbox_factory: Any,
-    pg_schema: tuple[str, str],  # noqa: F811
+    pg_schema: tuple[str, str],
 ) -> None:
     dsn, schema = pg_schema
     sb: SandboxProcess = sandbox_factory("--orders", 80, "--customers", 40, "--products", 10)
