@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +59,21 @@ def pg_dsn() -> str:
             pytest.fail("CIKLEK_TEST_PG_DSN is empty in CI: scripts/postgres.sh did not start")
         pytest.skip("CIKLEK_TEST_PG_DSN not set (run `make test`, or scripts/postgres.sh start)")
     return dsn
+
+
+@contextlib.contextmanager
+def tmpfs(parent: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs that a DuckDB file fills for real (mounting needs root, as in CI)."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; mounting a tmpfs must work there")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = parent / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -7,7 +7,6 @@ shell does), a file on a tiny tmpfs that fills up, a reader holding the read cop
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import duckdb
 import pytest
 
 from tests.duckdb_holder import Holder
-from tests.helpers import CIKLEK_BIN, query, run_cli, sync_env
+from tests.helpers import CIKLEK_BIN, query, run_cli, sync_env, tmpfs
 from tests.sandbox_proc import REPO_ROOT, SandboxProcess
 
 ORDERS, CUSTOMERS, PRODUCTS = 120, 40, 20
@@ -194,18 +193,8 @@ def test_read_copy_settings_that_cannot_work_exit_2_before_any_request(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs that a sync fills for real (mounting needs root, as in CI)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; mounting a tmpfs must work there")
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path, "3m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_disk_exits_7_keeps_progress_and_the_next_run_completes(

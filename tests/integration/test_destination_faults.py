@@ -7,8 +7,6 @@ port nobody listens on, a DuckDB file on a tiny full tmpfs, a reader holding the
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from connector.destination_faults import (
     classify,
 )
 from tests.duckdb_holder import Holder
+from tests.helpers import tmpfs
 
 
 @pytest.fixture
@@ -87,18 +86,8 @@ def test_postgres_unreachable_is_try_later(tmp_path: Path) -> None:
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs: DuckDB fills it for real (root needed to mount, as in CI)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; mounting a tmpfs must work there")
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path, "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_duckdb_out_of_space_needs_a_person(full_disk: Path, tmp_path: Path) -> None:
