@@ -100,42 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ciklek {connector.__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    sync = sub.add_parser("sync", parents=[common], help="one sync run")
-    sync.add_argument("--resources", help="comma-separated: orders,customers,products")
-    sync.add_argument("--destination", help="a dlt destination name (default duckdb)")
-    sync.add_argument("--dataset", default="ciklek", help="dataset/schema name (default ciklek)")
-    sync.add_argument("--pipeline", default="ciklek", help="pipeline name (default ciklek)")
-    sync.add_argument("--since", help="backfill window start on updated_at (inclusive)")
-    sync.add_argument("--until", help="backfill window end on updated_at (exclusive)")
-    sync.add_argument("--full-refresh", action="store_true", help="empty and reload")
-    sync.add_argument("--max-requests", type=int, help="stop cleanly before N requests")
-    sync.add_argument("--strict", action="store_true", help="exit 4 when records were rejected")
-    sync.add_argument("--page-size", type=int, help="override page_size (1-100)")
-    sync.add_argument(
-        "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
-    )
-
-    sweep = sub.add_parser(
-        "sweep", parents=[common], help="full traversal: merge every record, mark deletes"
-    )
-    sweep.add_argument("--resources", help="comma-separated: orders,customers,products")
-    sweep.add_argument("--destination", help="a dlt destination name (default duckdb)")
-    sweep.add_argument("--dataset", default="ciklek", help="dataset/schema name (default ciklek)")
-    sweep.add_argument("--pipeline", default="ciklek", help="pipeline name (default ciklek)")
-    sweep.add_argument("--max-requests", type=int, help="stop cleanly before N requests")
-    sweep.add_argument(
-        "--force", action="store_true", help="apply a result the delete guard refused (exit 6)"
-    )
-    sweep.add_argument("--page-size", type=int, help="override page_size (1-100)")
-    sweep.add_argument(
-        "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
-    )
-
+    sync, sweep = _run_commands(sub, common)
     plan = sub.add_parser("plan", parents=[common], help="estimate requests, time and days")
     plan.add_argument("--resources")
     plan.add_argument("--pipeline", default="ciklek")
-
     status = sub.add_parser("status", parents=[common], help="watermarks, quota, last run")
     status.add_argument("--pipeline", default="ciklek")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -144,37 +112,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--destination", help="without local state: read the warehouse's run log")
     status.add_argument("--dataset", help="the dataset of that run log (default ciklek)")
+    for command in (sync, sweep, plan, status):
+        command.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
+    _other_commands(sub, common)
+    return parser
+
+
+def _run_commands(
+    sub: argparse._SubParsersAction[_Parser], common: _Parser
+) -> tuple[_Parser, _Parser]:
+    """`sync` and `sweep`: the two commands that run the engine, with their shared flags."""
+    sync = sub.add_parser("sync", parents=[common], help="one sync run")
+    sync.add_argument("--since", help="backfill window start on updated_at (inclusive)")
+    sync.add_argument("--until", help="backfill window end on updated_at (exclusive)")
+    sync.add_argument("--full-refresh", action="store_true", help="empty and reload")
+    sync.add_argument("--strict", action="store_true", help="exit 4 when records were rejected")
+    sweep = sub.add_parser(
+        "sweep", parents=[common], help="full traversal: merge every record, mark deletes"
+    )
+    sweep.add_argument(
+        "--force", action="store_true", help="apply a result the delete guard refused (exit 6)"
+    )
     for command in (sync, sweep):
+        command.add_argument("--resources", help="comma-separated: orders,customers,products")
+        command.add_argument("--destination", help="a dlt destination name (default duckdb)")
+        command.add_argument(
+            "--dataset", default="ciklek", help="dataset/schema name (default ciklek)"
+        )
+        command.add_argument("--pipeline", default="ciklek", help="pipeline name (default ciklek)")
+        command.add_argument("--max-requests", type=int, help="stop cleanly before N requests")
+        command.add_argument("--page-size", type=int, help="override page_size (1-100)")
+        command.add_argument(
+            "--progress", choices=("auto", "bar", "lines"), default="auto", help="progress style"
+        )
         command.add_argument(
             "--log-format",
             choices=("text", "json"),
             default="text",
             help="json: one JSON object per line on stderr (ts, run_id, event), no table on stdout",
         )
-    for command in (sync, sweep, plan, status):
-        command.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
+    return sync, sweep
 
+
+def _other_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
+    """query, config, check, sandbox, demo."""
     query = sub.add_parser("query", parents=[common], help="read-only SQL on the DuckDB file")
     query.add_argument("sql", help='e.g. "select count(*) from orders"')
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--pipeline", default="ciklek")
     query.add_argument("--duckdb-file", metavar="PATH", help=DUCKDB_FILE_HELP)
-
     config = sub.add_parser("config", parents=[common], help="settings, values and sources")
     config.add_argument("--pipeline", default="ciklek")
-
     check = sub.add_parser("check", parents=[common], help="is the key valid, which scopes")
     check.add_argument("--resources")
-
     sandbox = sub.add_parser(
         "sandbox", parents=[common], help="run the local Ciklek server", add_help=False
     )
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
-
     demo = sub.add_parser("demo", parents=[common], help="sandbox -> sync -> DuckDB -> summary")
     demo.add_argument("--orders", type=int, default=2000, help="orders in the sandbox")
     demo.add_argument("--file", default="ciklek_demo.duckdb", help="the DuckDB file to write")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

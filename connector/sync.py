@@ -17,6 +17,7 @@ import dlt
 import pendulum
 import pendulum.parsing.exceptions
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.destination.reference import TDestinationReferenceArg
 from dlt.common.storages.load_package import PackageStorage
 
 from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
@@ -264,42 +265,11 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
     # line per outcome says what happened, so without --debug only dlt's CRITICAL lines show.
     log_level = "INFO" if options.debug else "CRITICAL"
     with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
-        pipeline = dlt.pipeline(
-            pipeline_name=options.pipeline,
-            destination=destination,
-            dataset_name=options.dataset,
-            pipelines_dir=str(settings.state_dir / "pipelines"),
-        )
-        # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
-        # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
-        pipeline.config.runtime.intercept_signals = False
-        check_destination_config(pipeline)
-        check_read_copy(pipeline, settings, options.dataset)
-        check_column_types(
-            pipeline, settings, set(settings.resources) if options.full_refresh else set()
-        )
-        check_before_requests(pipeline, settings)  # a locked/unreachable warehouse costs nothing
-        restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
-            pipeline,
-            options.pipeline,
-            settings.state_dir / "ledger.json",
-            settings.require_key().fingerprint,
-        )
-        config = RunConfig(
-            page_size=settings.page_size,
-            chunk_pages=settings.checkpoint_pages,
-            chunk_seconds=settings.checkpoint_seconds,
-            lookback_seconds=settings.lookback_seconds,
-            window=window,
-            full_refresh=options.full_refresh,
-            tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
-            rejects_inline=False,
-            sweep=options.sweep,
-        )
+        pipeline = _prepared_pipeline(options, settings, destination)
         run_id = uuid.uuid4().hex
         parts = compose_sync(
             settings,
-            config,
+            _run_config(options, settings, window),
             pipeline=options.pipeline,
             max_requests=options.max_requests,
             progress=options.progress,
@@ -314,15 +284,71 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             with stop_on_signals(report.stop_event), stop_on_fault(pipeline, result):
                 _chunks(pipeline, run.source, options, result, status)
         result.elapsed = time.monotonic() - started
-        _decide(result, options)
-        run_row = _run_row(result, options, started_at)
-        if may_record_run(pipeline, result):
-            _record_run(pipeline, run.source, run_row, result)
-        publish_after_run(pipeline, settings, result, run_row)
-        states = resource_states(pipeline, list(settings.resources))
-        result.watermarks = {n: s.watermark for n, s in states.items()}
-        status.write(pipeline, running=False, last_run={**run_row, **quota_facts(result)})
+        _conclude(pipeline, run.source, options, result, status, started_at)
         return result
+
+
+def _prepared_pipeline(
+    options: SyncOptions, settings: Settings, destination: TDestinationReferenceArg
+) -> dlt.Pipeline:
+    """The run's dlt pipeline, checked before any request: destination credentials, the read
+    copy, declared column types, the warehouse open (a locked or unreachable one costs no
+    quota), and today's request count restored on a fresh runner."""
+    pipeline = dlt.pipeline(
+        pipeline_name=options.pipeline,
+        destination=destination,
+        dataset_name=options.dataset,
+        pipelines_dir=str(settings.state_dir / "pipelines"),
+    )
+    # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
+    # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
+    pipeline.config.runtime.intercept_signals = False
+    check_destination_config(pipeline)
+    check_read_copy(pipeline, settings, options.dataset)
+    check_column_types(
+        pipeline, settings, set(settings.resources) if options.full_refresh else set()
+    )
+    check_before_requests(pipeline, settings)
+    restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
+        pipeline,
+        options.pipeline,
+        settings.state_dir / "ledger.json",
+        settings.require_key().fingerprint,
+    )
+    return pipeline
+
+
+def _run_config(options: SyncOptions, settings: Settings, window: Window | None) -> RunConfig:
+    return RunConfig(
+        page_size=settings.page_size,
+        chunk_pages=settings.checkpoint_pages,
+        chunk_seconds=settings.checkpoint_seconds,
+        lookback_seconds=settings.lookback_seconds,
+        window=window,
+        full_refresh=options.full_refresh,
+        tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
+        rejects_inline=False,
+        sweep=options.sweep,
+    )
+
+
+def _conclude(
+    pipeline: dlt.Pipeline,
+    source: SourceRun,
+    options: SyncOptions,
+    result: SyncResult,
+    status: _Status,
+    started_at: dt.datetime,
+) -> None:
+    """After the chunks: the exit code, the run row, the read copy, the final status."""
+    _decide(result, options)
+    run_row = _run_row(result, options, started_at)
+    if may_record_run(pipeline, result):
+        _record_run(pipeline, source, run_row, result)
+    publish_after_run(pipeline, result.settings, result, run_row)
+    states = resource_states(pipeline, list(result.settings.resources))
+    result.watermarks = {n: s.watermark for n, s in states.items()}
+    status.write(pipeline, running=False, last_run={**run_row, **quota_facts(result)})
 
 
 def _record_run(pipeline: dlt.Pipeline, run: SourceRun, run_row: Row, result: SyncResult) -> None:
