@@ -319,6 +319,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
             rejects_inline=False,
             sweep=options.sweep,
+            max_concurrency=settings.max_concurrency,
         )
         run_id = uuid.uuid4().hex
         parts = compose_sync(
