@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from connector.concurrency import ChunkGate
-from connector.errors import ConfigError
+from connector.errors import BudgetSpent, ConfigError
+from connector.ledger import QuotaLedger
 from connector.settings import load_settings
+from connector.sweep import SweepQuota
 
 
 def test_many_threads_never_reserve_more_pages_than_the_chunk_allows() -> None:
@@ -64,3 +69,39 @@ def test_max_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCES__CIKLEK__MAX_CONCURRENCY", "two")
     with pytest.raises(ConfigError, match="max_concurrency"):
         load_settings()
+
+
+def _charge_from_threads(ledger: QuotaLedger, threads: int = 8) -> None:
+    barrier = threading.Barrier(threads)
+
+    def worker() -> None:
+        barrier.wait()
+        with contextlib.suppress(BudgetSpent):
+            while True:
+                ledger.charge()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
+class _SlowCheck(SweepQuota):
+    """Reading today's count takes a moment: a check apart from the count would overshoot."""
+
+    @property
+    def used_today(self) -> int:
+        time.sleep(0.001)
+        return super().used_today
+
+
+def test_budgets_hold_however_many_threads_charge(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    daily = QuotaLedger(state / "ledger.json", "k", "p", daily_budget=37)
+    _charge_from_threads(daily)
+    assert daily.run_requests == 37 and daily.used_today == 37
+    sweep = _SlowCheck(state / "ledger2.json", "k", "s", daily_budget=1000, reserve=10, run_cap=23)
+    _charge_from_threads(sweep)
+    assert sweep.run_requests == 23  # the sweep's run cap: checked and counted in one step
