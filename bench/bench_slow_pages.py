@@ -47,14 +47,17 @@ VARIANTS = {  # label: (tool, extra environment)
 }
 
 
-def windows(run: bc.Run, offset: float, limit: int) -> dict[str, Any]:
+def windows(run: bc.Run, offset: float, limit: int, latency_s: float) -> dict[str, Any]:
     """Per clock-aligned window: 2xx requests; used vs the least possible; share of the
-    allowance (mean of the full windows, i.e. all but the first and the last, over the limit)."""
+    allowance (mean of the full windows, i.e. all but the first and the last, over the limit).
+
+    The sandbox counts a request when its answer is sent, `latency_s` after it admitted it
+    into a window: each count is put back into the window it was admitted in."""
     per: dict[int, int] = {}
     prev = 0
     for t, ok, _ in run.samples:
         if ok > prev:
-            index = int((t + offset) // WINDOW_SECONDS)
+            index = int((t + offset - latency_s) // WINDOW_SECONDS)
             per[index] = per.get(index, 0) + ok - prev
             prev = ok
     if not per:
@@ -93,7 +96,7 @@ def one(setting: str, label: str, scratch: Path, out: dict[str, Any]) -> None:
         "ok": run.ok,
         "r429": run.r429,
         "minimum_requests": bc.minimum_requests(DATA),
-        **windows(run, offset, limit),
+        **windows(run, offset, limit, latency / 1000),
     }
 
 

@@ -179,17 +179,14 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
     chunk = _Chunk(spec, state, trav, config)
     out = run.report.outcome(spec.name)
     signals = stop_on_signals(run.report.stop_event) if run.loud else contextlib.nullcontext()
-    try:
-        with run.report.gate.slot(), run.client.borrow() as client, signals:
-            complete = _walk(chunk, client, run.report)
-        batch = build_batch(spec, chunk.records(), columns=_known_columns(spec, run.report))
-        if batch.rejects and not config.rejects_inline:
-            # Handed over before any yield: the `_ciklek_rejects` resource of this load may be
-            # waiting for them in another thread (see connector/concurrency.py).
-            out.rejects += len(batch.rejects)
-            run.report.pending_rejects.extend(batch.rejects)
-    finally:
-        run.report.gate.walk_done()
+    with run.report.gate.slot(), run.client.borrow() as client, signals:
+        complete = _walk(chunk, client, run.report)
+    batch = build_batch(spec, chunk.records(), columns=_known_columns(spec, run.report))
+    if batch.rejects and not config.rejects_inline:
+        # Handed over before the first yield: the `_ciklek_rejects` resource of this load may
+        # be waiting for them in another thread (see `_counted`).
+        out.rejects += len(batch.rejects)
+        run.report.pending_rejects.extend(batch.rejects)
     stop(trav, batch.max_cursor)
     out.chunks += 1
     if batch.parent is not None:
@@ -207,6 +204,19 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
     yield from _tables(spec, batch, out, run)
     if run.loud is not None:
         run.loud.after_chunk(spec.name, out)
+
+
+def _counted(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
+    """`_traverse`, telling the load's gate once its walk is over, however it ended (an
+    exception included): the walk and the rejects' hand-over happen before its first table."""
+    items = _traverse(spec, run)
+    try:
+        first = next(items, None)
+    finally:
+        run.report.gate.walk_done()
+    if first is not None:
+        yield first
+        yield from items
 
 
 def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
@@ -400,7 +410,7 @@ def make_resource(spec: ResourceSpec, run: SourceRun) -> DltResource:
     resource's column hints, which would force order columns onto them.
     """
     return dlt.resource(
-        _traverse,
+        _counted,
         name=spec.name,
         write_disposition="merge",
         primary_key=spec.primary_key,
