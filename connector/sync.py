@@ -51,6 +51,7 @@ from connector.errors import (
     ContractViolation,
     MissingScope,
     QuotaExhausted,
+    TryLater,
     Unauthorized,
 )
 from connector.jsonlog import EventLog, stamp
@@ -350,6 +351,16 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         return result
 
 
+def _stop_texts(stops: list[TryLater]) -> list[str]:
+    """Each stop once: a spent quota or budget once, however many resources walking at once
+    ran into it (each on its own endpoint)."""
+    texts: dict[object, str] = {}
+    for stop in stops:
+        key = type(stop) if isinstance(stop, QuotaExhausted | BudgetSpent) else str(stop)
+        texts.setdefault(key, str(stop))
+    return sorted(set(texts.values()))
+
+
 def _record_run(pipeline: dlt.Pipeline, run: SourceRun, run_row: Row, result: SyncResult) -> None:
     """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
     run.report.run_rows = [run_row]
@@ -473,7 +484,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         if outcome.sweep_refused is not None:
             codes.append(EXIT_SWEEP_REFUSED)
             result.messages.append(f"{name}: {outcome.sweep_refused}")
-    for text in sorted({str(stop) for stop in report.stops()}):
+    for text in _stop_texts(report.stops()):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
         result.messages.append(f"resume after {stamp(result.resume_at)}")
