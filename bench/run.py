@@ -2,8 +2,9 @@
 
 Runs, in order: the sandbox's own speed (``bench_sandbox.py``, so the numbers below measure the
 tools, not the server), the connector against the peer (``bench_compare.py``: throughput,
-rate-limit use, quota efficiency, resume cost) and normalisation (``bench_normalize.py``).
-Sized to finish in about ten minutes on a 2-core machine. Not part of ``make test``.
+rate-limit use, quota efficiency, resume cost), normalisation (``bench_normalize.py``) and
+slow pages (``bench_slow_pages.py``: ~7 more minutes, its six runs at once; ``--skip slow``).
+Sized to finish in about twenty minutes on a 2-core machine. Not part of ``make test``.
 
 Run: ``python bench/run.py [--repeats 3] [--skip normalize] [--out bench/RESULTS.md]``.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO_ROOT))
 
 import bench_compare as bc  # noqa: E402
+import bench_slow_pages  # noqa: E402
 
 NORMALIZE_ORDERS = 20_000
 TARGET_NORMALIZE_OPS = 25_000
@@ -147,6 +149,7 @@ def report(
     norm: dict[str, Any],
     repeats: int,
     elapsed: float,
+    slow: dict[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
     s13, s2, s4 = cmp["throughput_quota"], cmp["rate_limit"], cmp["resume"]
     c13 = s13["tools"]["connector"]
@@ -355,6 +358,12 @@ def report(
             )
         targets.append(line)
 
+    if slow is not None and "runs" in slow:  # section 6 (issue 13): bench/bench_slow_pages.py
+        slow_text, slow_targets = bench_slow_pages.markdown(slow)
+        out += [slow_text, ""]
+        targets += slow_targets
+    elif slow is not None:
+        out += ["## 6. Slow pages", "", f"Not measured: {slow.get('error')}", ""]
     out += ["## Targets", ""]
     out += [f"- {t}" for t in targets]
     out.append("")
@@ -364,7 +373,9 @@ def report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", action="append", default=[], choices=["normalize", "sandbox"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["normalize", "sandbox", "slow"]
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -391,7 +402,10 @@ def main() -> int:
         if "normalize" in args.skip
         else step("normalize", lambda: run_normalize_bench(args.repeats))
     )
-    text, _ = report(info, sandbox, cmp, norm, args.repeats, time.perf_counter() - started)
+    slow = None if "slow" in args.skip else step("slow pages", bench_slow_pages.run_all)
+    text, _ = report(
+        info, sandbox, cmp, norm, args.repeats, time.perf_counter() - started, slow=slow
+    )
     args.out.write_text(text)
     print(text)
     return 0

@@ -61,15 +61,18 @@ class RequestLog:
 
     @property
     def requests(self) -> int:
-        return sum(s.requests for s in self.endpoints.values())
+        with self._lock:  # resources walking at once add endpoints
+            return sum(s.requests for s in self.endpoints.values())
 
     @property
     def rate_limited(self) -> int:
-        return sum(s.rate_limited for s in self.endpoints.values())
+        with self._lock:  # resources walking at once add endpoints
+            return sum(s.rate_limited for s in self.endpoints.values())
 
     @property
     def waited_seconds(self) -> float:
-        return sum(s.waited_seconds for s in self.endpoints.values())
+        with self._lock:  # resources walking at once add endpoints
+            return sum(s.waited_seconds for s in self.endpoints.values())
 
     def for_endpoint(self, endpoint: str) -> EndpointStats:
         with self._lock:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector.concurrency import ChunkGate
 from connector.errors import ApiError, CiklekError, ContractViolation, TryLater
 from connector.reconcile import Reconciliation
 from connector.undocumented import TableColumns
@@ -42,6 +43,8 @@ class RunConfig:
     # whichever resource happened to create it first. Plain dlt use (Dagster) emits them inline.
     rejects_inline: bool = True
     sweep: bool = False  # `ciklek sweep`: every resource walks its sweep traversal
+    # Resources walked at once in a load (`max_concurrency`; 1: one after the other, in order).
+    max_concurrency: int = 1
 
 
 @dataclass
@@ -92,8 +95,9 @@ class RunReport:
     # Undocumented columns per table admitted so far: the 200-column cap holds per run.
     columns: TableColumns = field(default_factory=TableColumns)
     # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
-    # each resource in it, so a kill loses at most `chunk_pages` requests.
-    chunk_pages: int = 0
+    # each resource in it, so a kill loses at most `chunk_pages` requests. Shared by the
+    # resources walking at once (see connector/concurrency.py).
+    gate: ChunkGate = field(default_factory=ChunkGate)
     # Resource state to write with the run row (a sweep's result once it is applied or refused):
     # marking happens after a chunk committed, so it needs a load of its own to be recorded.
     state_updates: dict[str, Row] = field(default_factory=dict)
@@ -101,9 +105,13 @@ class RunReport:
     def outcome(self, resource: str) -> ResourceOutcome:
         return self.outcomes.setdefault(resource, ResourceOutcome())
 
-    def start_chunk(self) -> None:
+    @property
+    def chunk_pages(self) -> int:
+        return self.gate.pages
+
+    def start_chunk(self, walks: int = 0, workers: int = 1) -> None:
         """A new load begins (each dlt source instance is one load)."""
-        self.chunk_pages = 0
+        self.gate.start(walks, workers)
 
     def take_rejects(self) -> list[Row]:
         rows, self.pending_rejects = self.pending_rejects, []

@@ -70,6 +70,7 @@ class CiklekConfiguration(BaseConfiguration):
     sweep_reserve: int | None = None
     sweep_run_requests: int = 1_800
     accounts: AsWritten | None = None
+    max_concurrency: int = 4
 
 
 _KNOWN_SECRETS: set[str] = set()
@@ -144,6 +145,7 @@ class Settings:
     sweep_reserve: int = 0  # requests of the daily budget a sweep leaves to syncs
     sweep_run_requests: int = 1_800
     accounts: tuple[str, ...] = ()
+    max_concurrency: int = 4  # resources traversed at once (1: one after the other)
     # Why there is no key, when the generic message would mislead (an account's scoped key).
     key_problem: str | None = None
 
@@ -344,6 +346,7 @@ class _Operations(TypedDict):
     sweep_reserve: int
     sweep_run_requests: int
     accounts: tuple[str, ...]
+    max_concurrency: int
 
 
 def _operations(values: Mapping[str, object], budget: int) -> _Operations:
@@ -373,6 +376,8 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
             "letters, digits and underscores, starting with a letter)"
         )
     copy = values.get("duckdb_read_copy")
+    concurrency = _as_int("max_concurrency", values.get("max_concurrency", 4))
+    _positive("max_concurrency", concurrency)
     return {
         "destination_lock_wait_seconds": wait,
         "duckdb_read_copy": Path(str(copy)).expanduser().absolute() if copy else None,
@@ -381,6 +386,7 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
         "sweep_reserve": reserve,
         "sweep_run_requests": run_requests,
         "accounts": tuple(dict.fromkeys(accounts)),
+        "max_concurrency": concurrency,
     }
 
 

@@ -179,9 +179,14 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
     chunk = _Chunk(spec, state, trav, config)
     out = run.report.outcome(spec.name)
     signals = stop_on_signals(run.report.stop_event) if run.loud else contextlib.nullcontext()
-    with run.client.borrow() as client, signals:
+    with run.report.gate.slot(), run.client.borrow() as client, signals:
         complete = _walk(chunk, client, run.report)
     batch = build_batch(spec, chunk.records(), columns=_known_columns(spec, run.report))
+    if batch.rejects and not config.rejects_inline:
+        # Handed over before the first yield: the `_ciklek_rejects` resource of this load may
+        # be waiting for them in another thread (see `_counted`).
+        out.rejects += len(batch.rejects)
+        run.report.pending_rejects.extend(batch.rejects)
     stop(trav, batch.max_cursor)
     out.chunks += 1
     if batch.parent is not None:
@@ -201,6 +206,19 @@ def _traverse(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
         run.loud.after_chunk(spec.name, out)
 
 
+def _counted(spec: ResourceSpec, run: SourceRun) -> Iterator[object]:
+    """`_traverse`, telling the load's gate once its walk is over, however it ended (an
+    exception included): the walk and the rejects' hand-over happen before its first table."""
+    items = _traverse(spec, run)
+    try:
+        first = next(items, None)
+    finally:
+        run.report.gate.walk_done()
+    if first is not None:
+        yield first
+        yield from items
+
+
 def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
     """The run's undocumented-column budget, seeded with what the warehouse tables already
     have (dlt's schema), so the cap holds across chunks and runs, not only within a batch."""
@@ -216,11 +234,14 @@ def _walk(chunk: _Chunk, client: CiklekClient, report: RunReport) -> bool:
     out = report.outcome(spec.name)
     pages, started = 0, time.monotonic()
     while not _pause(report, config, out, pages, started):
+        if not report.gate.reserve(config.chunk_pages):  # the load is full (all resources)
+            return False
         try:
             page = client.fetch_page(
                 spec.path, limit=config.page_size, after=trav.after, updated_since=trav.since
             )
         except BadRequest as exc:
+            report.gate.release()
             if not restart(chunk.state, trav, config.lookback_seconds):
                 out.error = exc
                 return False
@@ -232,10 +253,10 @@ def _walk(chunk: _Chunk, client: CiklekClient, report: RunReport) -> bool:
             chunk.restarted()
             continue
         except (ApiError, TryLater, ContractViolation) as exc:
+            report.gate.release()
             _failed(spec, report, out, exc)
             return False
         pages += 1
-        report.chunk_pages += 1
         before = len(chunk.latest) + len(chunk.loose)
         facts = chunk.take(page)
         out.new_records += len(chunk.latest) + len(chunk.loose) - before
@@ -307,14 +328,12 @@ def _tables(
         out.child_rows += batch.child_items  # tombstones are not rows
         child = with_synced_at(with_deleted_at(batch.child), synced_at)
         yield dlt.mark.with_hints(child, _child_hints(spec), create_table_variant=True)
-    if batch.rejects:
+    if batch.rejects and run.config.rejects_inline:
         out.rejects += len(batch.rejects)
-        if run.config.rejects_inline:
-            yield dlt.mark.with_hints(
-                rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
-            )
-        else:  # loaded by the `_ciklek_rejects` resource, which runs after this one
-            run.report.pending_rejects.extend(batch.rejects)
+        yield dlt.mark.with_hints(
+            rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
+        )
+    # else: handed to the `_ciklek_rejects` resource by `_traverse`, which loads them
 
 
 SYNCED_AT = "_ciklek_synced_at"
@@ -391,10 +410,12 @@ def make_resource(spec: ResourceSpec, run: SourceRun) -> DltResource:
     resource's column hints, which would force order columns onto them.
     """
     return dlt.resource(
-        _traverse,
+        _counted,
         name=spec.name,
         write_disposition="merge",
         primary_key=spec.primary_key,
+        # Walked in dlt's worker threads, several resources at once (connector/concurrency.py).
+        parallelized=run.config.max_concurrency > 1,
     )(spec, run)
 
 
@@ -418,7 +439,9 @@ RUN_COLUMNS: list[dict[str, object]] = [
 ]
 
 
-def _rejects(report: RunReport) -> Iterator[object]:
+def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    if parallel:  # the data resources of this load walk in other threads: wait for their rejects
+        report.gate.wait_walks(report.stop_event)
     rows = report.take_rejects()
     if rows:
         yield rejects_table(rows)
@@ -454,12 +477,17 @@ def ciklek_source(
         names = list(run.resources)
     else:
         names = list(run.resources if resources is None else resources)
-    run.report.start_chunk()
+    run.report.start_chunk(len(names), run.config.max_concurrency)
     selected = [make_resource(run.catalogue[name], run) for name in names]
     runs = dlt.resource(  # type: ignore[call-overload]
         _runs, name=RUNS_TABLE, write_disposition="append", selected=False, columns=RUN_COLUMNS
     )(run.report)
+    parallel = run.config.max_concurrency > 1 and not run.config.rejects_inline
     rejects = dlt.resource(
-        _rejects, name=REJECTS_TABLE, write_disposition="append", selected=False
-    )(run.report)
+        _rejects,
+        name=REJECTS_TABLE,
+        write_disposition="append",
+        selected=False,
+        parallelized=parallel,
+    )(run.report, parallel)
     return [*selected, rejects, runs]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,13 @@ class SweepQuota(QuotaLedger):
             daily_budget=daily_budget, max_requests=max_requests, now=now,
         )  # fmt: skip
         self.reserve, self.run_cap = reserve, run_cap
+        self._sweep_lock = threading.Lock()
 
     def charge(self) -> None:
+        with self._sweep_lock:  # check and count in one step: resources walk at once
+            self._charge_within_limits()
+
+    def _charge_within_limits(self) -> None:
         if self.run_requests >= self.run_cap:
             raise BudgetSpent(
                 f"sweep_run_requests {self.run_cap:,} reached: a sweep run stops here so syncs "

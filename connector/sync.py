@@ -47,6 +47,7 @@ from connector.errors import (
     ContractViolation,
     MissingScope,
     QuotaExhausted,
+    TryLater,
     Unauthorized,
 )
 from connector.jsonlog import EventLog, stamp
@@ -329,6 +330,7 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
         rejects_inline=False,
         sweep=options.sweep,
+        max_concurrency=settings.max_concurrency,
     )
 
 
@@ -349,6 +351,16 @@ def _conclude(
     states = resource_states(pipeline, list(result.settings.resources))
     result.watermarks = {n: s.watermark for n, s in states.items()}
     status.write(pipeline, running=False, last_run={**run_row, **quota_facts(result)})
+
+
+def _stop_texts(stops: list[TryLater]) -> list[str]:
+    """Each stop once: a spent quota or budget once, however many resources walking at once
+    ran into it (each on its own endpoint)."""
+    texts: dict[object, str] = {}
+    for stop in stops:
+        key = type(stop) if isinstance(stop, QuotaExhausted | BudgetSpent) else str(stop)
+        texts.setdefault(key, str(stop))
+    return sorted(set(texts.values()))
 
 
 def _record_run(pipeline: dlt.Pipeline, run: SourceRun, run_row: Row, result: SyncResult) -> None:
@@ -474,7 +486,7 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         if outcome.sweep_refused is not None:
             codes.append(EXIT_SWEEP_REFUSED)
             result.messages.append(f"{name}: {outcome.sweep_refused}")
-    for text in sorted({str(stop) for stop in report.stops()}):
+    for text in _stop_texts(report.stops()):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
         result.messages.append(f"resume after {stamp(result.resume_at)}")

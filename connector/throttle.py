@@ -112,7 +112,13 @@ class RateLimiter:
                 self._limit = limit
             if self._passed is not None and reset_at <= self._passed:
                 return  # a late response from a window that already ended: it says nothing now
-            if self._reset_at is None or reset_at > self._reset_at:
+            if self._reset_at is None and self._passed is not None and self._remaining is not None:
+                # The first response of the window we rolled into. Our own count (the limit
+                # minus what we reserved since the rollover) also covers requests still in
+                # flight, which this header cannot: with several in flight (resources walking
+                # at once) taking the header alone would hand their slots out again.
+                self._reset_at, self._remaining = reset_at, min(self._remaining, remaining)
+            elif self._reset_at is None or reset_at > self._reset_at:
                 self._reset_at, self._remaining = reset_at, remaining
             elif reset_at == self._reset_at and self._remaining is not None:
                 # Same window: in-flight reservations may already be lower than the header.

@@ -43,7 +43,9 @@ def test_refused_key_exits_3_with_one_line_naming_401_and_the_setting(
     sandbox_factory: Any, clean_env: Path
 ) -> None:
     sb = sandbox_factory(*SMALL)  # knows only its default key, not the sentinel
-    run = cli(sb, "sync")
+    # One resource after the other: the request count below is the sequential walk's (with
+    # resources at once, each sends its first request before the 401 halts the others).
+    run = cli(sb, "sync", SOURCES__CIKLEK__MAX_CONCURRENCY="1")
     assert run.returncode == 3, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
@@ -104,7 +106,8 @@ def test_daily_quota_exhausted_exits_75_without_waiting_for_midnight(
     sandbox_factory: Any, clean_env: Path
 ) -> None:
     sb = sandbox_factory(*SMALL, "--key", f"{SENTINEL}={ALL_READ}", "--daily-quota", 2)
-    run = cli(sb, "sync", SOURCES__CIKLEK__PAGE_SIZE="10")
+    # One resource after the other: the 2 requests go to orders (the order is what is pinned).
+    run = cli(sb, "sync", SOURCES__CIKLEK__PAGE_SIZE="10", SOURCES__CIKLEK__MAX_CONCURRENCY="1")
     assert run.returncode == 75, run.stdout + run.stderr
     out = run.stdout + run.stderr
     assert "daily quota exhausted" in out and "resume after" in out

@@ -51,6 +51,8 @@ def test_non_tty_progress_lines_and_summary_match_the_sandbox(
         sb,
         SOURCES__CIKLEK__PAGE_SIZE=str(PAGE),
         SOURCES__CIKLEK__PROGRESS_INTERVAL_SECONDS="0",
+        # One resource after the other: the last line printed is then the last request sent.
+        SOURCES__CIKLEK__MAX_CONCURRENCY="1",
     )
     result = run_cli("sync", env=env)  # captured: stderr is not a TTY
     assert result.returncode == 0, result.stderr + result.stdout

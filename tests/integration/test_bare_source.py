@@ -99,7 +99,8 @@ def test_daily_quota_stop_loads_pages_warns_once_and_does_not_raise(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _env(monkeypatch, sb.url, FULL)
+    # One resource after the other: the 2 requests go to orders (the order is what is pinned).
+    _env(monkeypatch, sb.url, FULL, max_concurrency="1")
     sb.control_post("limits", json={"daily_quota": 2})  # 2 of the 3 order pages
     with caplog.at_level(logging.WARNING, logger="connector"):
         info = _pipeline(tmp_path).run(ciklek_source())

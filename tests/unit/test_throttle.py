@@ -220,3 +220,20 @@ def test_threads_sharing_one_limiter_never_exceed_the_server_window() -> None:
     assert len(server.per_window) == -(-total // limit)
     first = int(T0 // length)
     assert sorted(server.per_window) == list(range(first, first + len(server.per_window)))
+
+
+def test_first_header_after_a_rollover_keeps_the_requests_still_in_flight() -> None:
+    """Three requests go at the window's start; the first answer says 4 of 5 left (it was
+    admitted first). Two more may go, not four: the other two are in flight, not yet counted."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(5, 0, T0 + 5))
+    ft.now = T0 + 5  # the window rolled over: a fresh allowance of 5
+    assert admitted_without_wait(limiter, most=3) == 3
+    limiter.observe(headers(5, 4, T0 + 10))
+    assert admitted_without_wait(limiter) == 2
+    # A header lower than our own count (another user of the key) still wins.
+    ft.now = T0 + 10
+    assert admitted_without_wait(limiter, most=1) == 1
+    limiter.observe(headers(5, 1, T0 + 15))
+    assert admitted_without_wait(limiter) == 1

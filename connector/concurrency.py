@@ -1,0 +1,66 @@
+"""Resources traversed at once within one load: the chunk's shared page count and the walks.
+
+Why a gate of its own: with `max_concurrency` above 1, `orders`, `customers` and `products` walk
+their lists in dlt's worker threads (`parallelized=True` resources) inside one `pipeline.run`.
+A commit must still cover at most `checkpoint_pages` pages across all of them, so a page is
+*reserved* before its request goes (check and count in one step under a lock), never counted
+after it came back: two threads that both saw 99 of 100 would otherwise fetch page 101. The
+limiter (`throttle.py`) and the quota ledger (`ledger.py`) are already shared and locked; this
+is the one counter that was not.
+
+The `_ciklek_rejects` resource of a `ciklek sync` loads the rejects every data resource of the
+same load found, so it waits (`wait_walks`) until every walk of the load has handed its rejects
+over. It waits in a worker thread of its own (it is parallelized too): the main thread keeps
+handing items to dlt.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class ChunkGate:
+    """One load's shared counters: pages fetched, walks still running, and the worker slots."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.pages = 0
+        self._walks = 0
+        self._slots = threading.BoundedSemaphore(1)
+
+    def start(self, walks: int, workers: int) -> None:
+        """A new load: `walks` data resources, at most `workers` of them fetching at once."""
+        with self._lock:
+            self.pages, self._walks = 0, walks
+            self._slots = threading.BoundedSemaphore(max(1, workers))
+            self._lock.notify_all()
+
+    def reserve(self, limit: int | None) -> bool:
+        """Count one more page of this load, or False when the load already has `limit`."""
+        with self._lock:
+            if limit and self.pages >= limit:
+                return False
+            self.pages += 1
+            return True
+
+    def release(self) -> None:
+        """A reserved page that was not fetched (its request failed)."""
+        with self._lock:
+            self.pages = max(0, self.pages - 1)
+
+    def slot(self) -> threading.BoundedSemaphore:
+        """Held while a resource walks: at most `max_concurrency` walks fetch at once."""
+        return self._slots
+
+    def walk_done(self) -> None:
+        """One data resource of this load has walked and handed over its rejects."""
+        with self._lock:
+            self._walks = max(0, self._walks - 1)
+            self._lock.notify_all()
+
+    def wait_walks(self, stop: threading.Event) -> None:
+        """Until every data resource of this load walked (a signal does not end a walk early:
+        each walk checks it between pages and then hands over what it has)."""
+        with self._lock:
+            while self._walks > 0:
+                self._lock.wait(0.5 if not stop.is_set() else 0.1)
