@@ -135,6 +135,7 @@ def test_short_stop_is_retried_and_the_retry_completes(
     sb = sandbox_factory(*FLAGS, "--window-seconds", 6, "--window-limit", 3)
     use(monkeypatch, sb)
     monkeypatch.setenv("SOURCES__CIKLEK__MAX_WAIT_SECONDS", "0.2")  # stop, do not sleep
+    monkeypatch.setenv("SOURCES__CIKLEK__MAX_CONCURRENCY", "1")  # the sequential walk
     result = materialize([load_module().make_assets(retry_cap_seconds=30)])
     assert result.success
     assert len(events(result, DagsterEventType.STEP_UP_FOR_RETRY)) >= 1
@@ -150,6 +151,8 @@ def test_daily_quota_materialises_partial_then_next_run_completes(
 ) -> None:
     sb = sandbox_factory(*FLAGS)
     use(monkeypatch, sb)
+    # Two requests a day, spent in the sequential order this test pins (orders first).
+    monkeypatch.setenv("SOURCES__CIKLEK__MAX_CONCURRENCY", "1")
     sb.control_post("limits", json={"daily_quota": 2})
     # A small cap: the quota's reset (00:00 UTC) is always further, even a minute before it.
     assets = load_module().make_assets(retry_cap_seconds=5)
