@@ -147,7 +147,7 @@ def check_before_requests(pipeline: dlt.Pipeline, settings: Settings) -> None:
     )
 
 
-def exit_code_for(error: CiklekError | None) -> int | None:
+def destination_exit_code(error: CiklekError | None) -> int | None:
     """The exit code of a destination error; None for anything else."""
     if isinstance(error, DestinationCredentialsRefused):
         return EXIT_AUTH
@@ -189,7 +189,7 @@ def may_record_run(pipeline: dlt.Pipeline, result: _Result) -> bool:
     it before anything else: that chunk must be discarded by the next run's recovery instead
     (loading it again could stage rows twice). `ciklek status` still shows this run.
     """
-    if exit_code_for(result.error) is None or not pipeline.has_pending_data:
+    if destination_exit_code(result.error) is None or not pipeline.has_pending_data:
         return True
     result.messages.append(
         "this run is not in _ciklek_sync_runs (the warehouse failed); `ciklek status` shows it"
@@ -206,7 +206,7 @@ def publish_after_run(
     exit code becomes the failure's (75 or 7) when that outranks it.
     """
     copy, database = settings.duckdb_read_copy, duckdb_database(pipeline)
-    if copy is None or database is None or exit_code_for(result.error) is not None:
+    if copy is None or database is None or destination_exit_code(result.error) is not None:
         return
     rows = sum(n for k in ("rows", "line_item_rows") if isinstance(n := run_row.get(k), int))
     if rows == 0 and copy.exists():
@@ -225,7 +225,7 @@ def publish_after_run(
         else:
             raise
         result.messages.append(f"read copy not published: {error}")
-        code = exit_code_for(error)
+        code = destination_exit_code(error)
         if code is not None and EXIT_PRECEDENCE.index(code) < EXIT_PRECEDENCE.index(
             result.exit_code
         ):

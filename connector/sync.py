@@ -25,7 +25,7 @@ from connector.compose import SourceRun, compose_sync, dlt_run_settings
 from connector.destination_run import (
     check_before_requests,
     check_read_copy,
-    exit_code_for,
+    destination_exit_code,
     may_record_run,
     publish_after_run,
     stop_on_fault,
@@ -492,7 +492,8 @@ def _decide(result: SyncResult, options: SyncOptions) -> None:
         result.messages.append(f"resume after {stamp(result.resume_at)}")
     if EXIT_TEMPFAIL in codes and not any("progress is kept" in m for m in result.messages):
         result.messages.append("progress is kept: the next run continues where this one stopped")
-    if (fault_code := exit_code_for(result.error)) is not None:  # the warehouse failed mid-run
+    # the warehouse failed mid-run
+    if (fault_code := destination_exit_code(result.error)) is not None:
         codes.append(fault_code)
     result.exit_code = next((c for c in EXIT_PRECEDENCE if c in codes), EXIT_OK)
     from connector.outcome import error_for

@@ -26,8 +26,8 @@ from connector.destination_faults import (
 from connector.destination_run import (
     WaitLines,
     check_read_copy,
+    destination_exit_code,
     destination_label,
-    exit_code_for,
     may_record_run,
     publish_after_run,
     stop_on_fault,
@@ -104,11 +104,11 @@ def test_wait_lines_name_the_holder_once_per_interval_or_when_it_changes() -> No
 
 
 def test_exit_codes_of_destination_errors() -> None:
-    assert exit_code_for(DestinationUnavailable("x")) == 75
-    assert exit_code_for(DestinationCredentialsRefused("x")) == 3
-    assert exit_code_for(DestinationNeedsPerson("x")) == 7
-    assert exit_code_for(QuotaExhausted("x")) is None  # the API side decides its own
-    assert exit_code_for(None) is None
+    assert destination_exit_code(DestinationUnavailable("x")) == 75
+    assert destination_exit_code(DestinationCredentialsRefused("x")) == 3
+    assert destination_exit_code(DestinationNeedsPerson("x")) == 7
+    assert destination_exit_code(QuotaExhausted("x")) is None  # the API side decides its own
+    assert destination_exit_code(None) is None
 
 
 def test_a_recognised_fault_ends_the_loop_with_one_message_anything_else_propagates(
@@ -125,7 +125,7 @@ def test_a_recognised_fault_ends_the_loop_with_one_message_anything_else_propaga
     finally:
         holder.close()
     assert isinstance(result.error, DestinationUnavailable)
-    assert exit_code_for(result.error) == 75
+    assert destination_exit_code(result.error) == 75
     [message] = result.messages
     assert message.startswith(f"destination duckdb {db}: the DuckDB file is locked")
     assert (
