@@ -140,6 +140,7 @@ def compose_sync(
         events=events,
     )
     report.on_page = reporter.on_page
+    report.on_event = reporter.event
     client.on_event = reporter.event
     source = SourceRun(
         settings.catalogue, list(settings.resources), ClientLease.borrowed(client), config, report

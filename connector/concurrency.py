@@ -12,11 +12,17 @@ The `_ciklek_rejects` resource of a `ciklek sync` loads the rejects every data r
 same load found, so it waits (`wait_walks`) until every walk of the load has handed its rejects
 over. It waits in a worker thread of its own (it is parallelized too): the main thread keeps
 handing items to dlt.
+
+A resource whose traversal is split into `updated_since` ranges (`range_walk.py`) walks them with
+the slots no other resource of the load is waiting for (`try_extra`): `max_concurrency` bounds
+the workers of the whole load, ranges included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 
 class ChunkGate:
@@ -26,12 +32,13 @@ class ChunkGate:
         self._lock = threading.Condition()
         self.pages = 0
         self._walks = 0
+        self._waiting = 0  # walks of this load that do not hold their slot yet
         self._slots = threading.BoundedSemaphore(1)
 
     def start(self, walks: int, workers: int) -> None:
         """A new load: `walks` data resources, at most `workers` of them fetching at once."""
         with self._lock:
-            self.pages, self._walks = 0, walks
+            self.pages, self._walks, self._waiting = 0, walks, walks
             self._slots = threading.BoundedSemaphore(max(1, workers))
             self._lock.notify_all()
 
@@ -48,9 +55,25 @@ class ChunkGate:
         with self._lock:
             self.pages = max(0, self.pages - 1)
 
-    def slot(self) -> threading.BoundedSemaphore:
-        """Held while a resource walks: at most `max_concurrency` walks fetch at once."""
-        return self._slots
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Held while a resource walks: at most `max_concurrency` workers fetch at once."""
+        with self._slots:
+            with self._lock:
+                self._waiting = max(0, self._waiting - 1)
+            yield
+
+    def try_extra(self) -> bool:
+        """One more worker for a walk split into ranges (`range_walk.py`), if a slot is free
+        and no resource of this load still waits for its own: ranges never starve a resource.
+        Give it back with `release_extra`."""
+        with self._lock:
+            if self._waiting > 0:
+                return False
+        return self._slots.acquire(blocking=False)
+
+    def release_extra(self) -> None:
+        self._slots.release()
 
     def walk_done(self) -> None:
         """One data resource of this load has walked and handed over its rejects."""

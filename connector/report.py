@@ -88,6 +88,11 @@ def summary(result: SyncResult) -> str:
         outcome = report.outcome(name)
         if outcome.reconciliation is not None:
             lines.append(f"reconciliation {name}: {outcome.reconciliation.describe()}")
+        if outcome.splits:
+            lines.append(
+                f"ranges {name}: split {outcome.splits} time(s) into updated_since ranges "
+                "walked at once"
+            )
         for note in outcome.notes:
             lines.append(f"note {name}: {note}")
         if outcome.rejects:
@@ -118,6 +123,7 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
             else f"{trav.get('kind')} since {trav.get('since') or 'the beginning'}, "
             f"{trav.get('pages', 0)} pages"
             + (f" of ~{trav['total']:,} records" if trav.get("total") is not None else "")
+            + (f", {len(trav['ranges'])} ranges" if len(trav.get("ranges") or ()) > 1 else "")
         )
         windows = res.get("windows_in_progress") or []
         table.add_row(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class ResourceOutcome:
     notes: list[str] = field(default_factory=list)
     marked_deleted: int = 0  # rows a sweep marked deleted (or removed)
     sweep_refused: str | None = None  # why a sweep marked nothing (exit 6)
+    splits: int = 0  # `updated_since` ranges this run split off (connector/ranges.py)
 
     @property
     def finished(self) -> bool:
@@ -76,6 +77,7 @@ class ResourceOutcome:
 
 
 PageListener = Callable[[str, ResourceOutcome], None]
+EventListener = Callable[[str, Mapping[str, object]], None]
 
 
 @dataclass
@@ -87,6 +89,7 @@ class RunReport:
     """
 
     on_page: PageListener | None = None
+    on_event: EventListener | None = None  # a traversal split into ranges, told as it happens
     stop_event: threading.Event = field(default_factory=threading.Event)
     outcomes: dict[str, ResourceOutcome] = field(default_factory=dict)
     halt: CiklekError | None = None

@@ -244,7 +244,13 @@ class _Status:
             "rows_loaded": st.rows_loaded,
             "traversal": None
             if trav is None
-            else {k: getattr(trav, k) for k in ("kind", "since", "pages", "received", "total")},
+            else {
+                **{k: getattr(trav, k) for k in ("kind", "since", "pages", "received", "total")},
+                "ranges": [
+                    {"since": r.since, "until": r.until, "pages": r.pages, "parked": r.parked}
+                    for r in trav.ranges
+                ],
+            },
             "windows_in_progress": [
                 {"since": w.since, "until": w.until, "pages": w.pages} for w in st.windows.values()
             ],

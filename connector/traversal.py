@@ -14,6 +14,8 @@ Resource state, per resource:
     windows        backfill windows (--since/--until) in progress, keyed by window
     sweep          the sweep (`ciklek sweep`) in progress: its own slot, so syncs go on beside it
     sweeps         what a sweep needs to mark deletes (owned by `connector.sweep`)
+    (a traversal walked by several workers holds its `updated_since` ranges in `ranges`;
+    see `connector/ranges.py`)
     rows_loaded    cumulative rows handed to dlt
     last_window    the last completed window; last_traversal: the last completed traversal
 """
@@ -113,6 +115,14 @@ class Traversal:
     position: tuple[str, str] | None = None  # the furthest (updated_at, id) seen
     page_ids: list[str] = field(default_factory=list)  # digests of the last page's ids
     last_total: int | None = None  # meta.total of the latest page (a sweep's completeness check)
+    # Ranges (connector/ranges.py): a traversal split into `updated_since` ranges walks them
+    # instead of itself; each range is a Traversal of kind "range" bounded by `until`.
+    ranges: list[Traversal] = field(default_factory=list)
+    parked: bool = False  # an open last range that reached the end before the others
+    at: str | None = None  # updated_at of the last record fetched: where the walk stands
+    first_at: str | None = None  # updated_at of the walk's first record
+    upto: int | None = None  # records of the filtered list up to the last page (meta.page)
+    tail_total: int | None = None  # meta.total of the list from `until` on (the next range)
 
     def to_json(self) -> JSON:
         return {
@@ -124,12 +134,24 @@ class Traversal:
             "cursors": list(self.cursors), "stale_pages": self.stale_pages,
             "position": list(self.position) if self.position else None,
             "page_ids": list(self.page_ids), "last_total": self.last_total,
+            **self._ranges_json(),
+        }  # fmt: skip
+
+    def _ranges_json(self) -> JSON:
+        """Written only when used, so a sequential traversal's state stays as it was."""
+        if not (self.ranges or self.kind == "range"):
+            return {}
+        return {
+            "ranges": [r.to_json() for r in self.ranges], "parked": self.parked,
+            "at": self.at, "first_at": self.first_at, "upto": self.upto,
+            "tail_total": self.tail_total,
         }  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> Traversal:
         position = raw.get("position")
         cursors, page_ids = raw.get("cursors"), raw.get("page_ids")
+        ranges = raw.get("ranges")
         return cls(
             id=_str(raw.get("id")) or uuid.uuid4().hex[:12],
             kind=_str(raw.get("kind")) or "incremental",
@@ -154,6 +176,14 @@ class Traversal:
             if isinstance(position, list) and len(position) == 2
             else None,
             last_total=_int(raw.get("last_total")),
+            ranges=[cls.from_json(r) for r in ranges if isinstance(r, dict)]
+            if isinstance(ranges, list)
+            else [],
+            parked=bool(raw.get("parked", False)),
+            at=_str(raw.get("at")),
+            first_at=_str(raw.get("first_at")),
+            upto=_int(raw.get("upto")),
+            tail_total=_int(raw.get("tail_total")),
         )
 
 
@@ -305,6 +335,9 @@ class PageFacts:
     furthest: Position | None = None
     endpoint: str = ""
     ids: tuple[str, ...] = ()  # the page's ids, so the next chunk knows them (see id_digest)
+    first_at: dt.datetime | None = None  # updated_at of the page's first and last records
+    last_at: dt.datetime | None = None
+    upto: int | None = None  # (meta.page - 1) x limit + records on the page, when meta.page is
 
 
 class BrokenPagination(ContractViolation):
@@ -329,6 +362,11 @@ def accept_page(trav: Traversal, page: PageFacts) -> bool:
         trav.last_total = page.total
     trav.received += page.received
     trav.last_after = trav.after
+    if page.last_at is not None:
+        trav.at = iso(page.last_at)
+    if trav.first_at is None and page.first_at is not None:
+        trav.first_at = iso(page.first_at)
+    trav.upto = page.upto if page.upto is not None else trav.received
     if page.next_cursor is None or page.reached_until:
         return True
     _guard_loops(trav, page, page.next_cursor)
@@ -391,7 +429,8 @@ def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> b
     """
     if trav.after is None or trav.restarted:
         return False
-    own_since = trav.kind in ("window", "sweep")  # a sweep has none: it starts over from the top
+    # A sweep has none: it starts over from the top. A range restarts from where it begins.
+    own_since = trav.kind in ("window", "sweep", "range")
     since = trav.since if own_since else _since_watermark(state, lookback_seconds)
     trav.after, trav.last_after, trav.since, trav.restarted, trav.fresh = (
         None,
@@ -402,6 +441,7 @@ def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> b
     )
     trav.pages, trav.received, trav.total, trav.skip = 0, 0, None, []
     trav.cursors, trav.stale_pages, trav.position, trav.page_ids = [], 0, None, []
+    trav.at, trav.first_at, trav.upto, trav.last_total = None, None, None, None
     return True
 
 
@@ -412,8 +452,14 @@ def stop(trav: Traversal, max_cursor: dt.datetime | None) -> None:
         trav.max_seen = iso(max_cursor)
 
 
-def finish(state: ResourceState, trav: Traversal, last_page: list[Version]) -> None:
-    """The traversal reached its last page: move the watermark (not for windows), keep resume."""
+def finish(
+    state: ResourceState, trav: Traversal, last_page: list[Version], tail: Traversal | None = None
+) -> None:
+    """The traversal reached its last page: move the watermark (not for windows), keep resume.
+
+    `tail`: the last range of a traversal walked in ranges; the next incremental traversal
+    resumes from its last cursor (the cursor belongs to the range's own `updated_since`).
+    """
     now = iso(dt.datetime.now(dt.UTC))
     if trav.kind == "sweep":  # no watermark, no resume point: `connector.sweep` takes it over
         state.sweep = None
@@ -425,8 +471,9 @@ def finish(state: ResourceState, trav: Traversal, last_page: list[Version]) -> N
     candidates = [t for t in (instant(state.watermark), instant(trav.max_seen)) if t is not None]
     if candidates:
         state.watermark = iso(max(candidates))
-    if trav.last_after is not None:
-        state.resume = ResumePoint(trav.since, trav.last_after, list(last_page))
+    walk = tail if tail is not None else trav
+    if walk.last_after is not None:
+        state.resume = ResumePoint(walk.since, walk.last_after, list(last_page))
     else:
         state.resume = ResumePoint(state.watermark, None, list(last_page))
     state.traversal = None

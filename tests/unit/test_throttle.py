@@ -237,3 +237,28 @@ def test_first_header_after_a_rollover_keeps_the_requests_still_in_flight() -> N
     assert admitted_without_wait(limiter, most=1) == 1
     limiter.observe(headers(5, 1, T0 + 15))
     assert admitted_without_wait(limiter) == 1
+
+
+def test_the_first_header_of_a_run_leaves_out_requests_reserved_after_it() -> None:
+    """Three workers reserve before any answer; the first answer (remaining 4 of 5) counts only
+    its own request: the two reserved after it are in flight, so two more may go, not four."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    reserved, answered = threading.Event(), threading.Event()
+
+    def first_worker() -> None:
+        assert limiter.delay() == 0.0
+        reserved.set()
+        answered.wait(5)
+        limiter.observe(headers(5, 4, T0 + 5))  # its answer: the only one in the header
+
+    first = threading.Thread(target=first_worker)
+    first.start()
+    assert reserved.wait(5)
+    for _ in range(2):
+        other = threading.Thread(target=limiter.delay)
+        other.start()
+        other.join()
+    answered.set()
+    first.join()
+    assert admitted_without_wait(limiter) == 2  # taking the header alone let 4 go: two 429s

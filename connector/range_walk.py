@@ -1,0 +1,172 @@
+"""Walk one traversal's `updated_since` ranges with several workers, for one chunk (one load).
+
+The rules (what a range is, when it splits, parking) are in `ranges.py`; this module runs them:
+the resource's own thread coordinates, worker threads fetch pages (`walk.walk`, one range each).
+Every change to the traversal's state (a page accepted, a split, a range completed) happens
+under one lock, so a split never races the page that moves the range it cuts.
+
+Why the chunk ends for all ranges at once: a load commits every range's cursor with the pages
+it fetched (and their rejects) in one dlt load. The chunk's page gate (`concurrency.py`) is
+shared by every worker of the load, so all ranges together fetch at most `checkpoint_pages`
+pages between two commits: a kill re-spends at most that, however many ranges were walking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from connector.catalogue import ResourceSpec
+from connector.client import CiklekClient
+from connector.ranges import after_page, complete, pending, pick, split, unpark, wrap
+from connector.reconcile import IdTracker
+from connector.run import ResourceOutcome, RunConfig, RunReport
+from connector.traversal import PageFacts, ResourceState, Traversal, Version
+from connector.walk import Chunk, newest, walk
+
+# How long the coordinator sleeps when nothing wakes it (a page, a finished walk): a slot
+# another resource gives back is noticed within this.
+_POLL_SECONDS = 0.2
+
+
+class RangeWalk:
+    """One resource's walk of one traversal in ranges, for one chunk."""
+
+    def __init__(
+        self,
+        spec: ResourceSpec,
+        state: ResourceState,
+        parent: Traversal,
+        config: RunConfig,
+        report: RunReport,
+        tracker: IdTracker | None,
+    ) -> None:
+        self.spec, self.state, self.parent, self.config = spec, state, parent, config
+        self.report, self.tracker = report, tracker
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self.chunks: list[Chunk] = []  # every walk of this chunk, in start order
+        self._busy: dict[str, Chunk] = {}  # range id -> the chunk walking it
+        self._extra = 0  # gate slots held beyond the resource's own
+        self._closing = False  # the chunk is ending (full, a signal, an error): all walks stop
+        self.tail: Traversal | None = None  # the last range, once the traversal completed
+        self.last_page: list[Version] = []
+        wrap(parent)
+
+    # -- what the walks share (walk.Along) ------------------------------------------------
+
+    def guard(self) -> contextlib.AbstractContextManager[object]:
+        return self._lock
+
+    def stopping(self) -> bool:
+        return self._closing
+
+    def accepted(self, chunk: Chunk, facts: PageFacts, out: ResourceOutcome) -> None:
+        parent = self.parent
+        after_page(parent, chunk.trav, facts.received, facts.total)
+        out.total = parent.total if parent.total is not None else parent.last_total
+        out.traversal_pages = parent.pages
+        self._wake.notify_all()
+
+    # -- the coordinator ------------------------------------------------------------------
+
+    def run(self, client: CiklekClient) -> bool:
+        """Walk until the chunk ends; True when the whole traversal reached its end."""
+        workers = max(1, self.config.max_concurrency)
+        futures: dict[Future[bool], Chunk] = {}
+        error: BaseException | None = None
+        prefix = f"ciklek-{self.spec.name}"
+        with ThreadPoolExecutor(workers, thread_name_prefix=prefix) as pool, self._lock:
+            while True:
+                self._launch(pool, futures, client)
+                if not futures:
+                    break
+                self._wake.wait(_POLL_SECONDS)
+                error = self._reap(futures) or error
+        for _ in range(self._extra):
+            self.report.gate.release_extra()
+        self._extra = 0
+        if error is not None:
+            raise error
+        return self.tail is not None
+
+    def _launch(
+        self, pool: ThreadPoolExecutor, futures: dict[Future[bool], Chunk], client: CiklekClient
+    ) -> None:
+        if self._closing or self.report.stop_event.is_set() or self.report.halt is not None:
+            return
+        if not futures and not pending(self.parent):
+            unpark(self.parent)
+        for rng in pending(self.parent):
+            if rng.id not in self._busy and self._capacity(futures):
+                self._start(rng, pool, futures, client)
+        while self._capacity(futures):
+            widest = pick(
+                self.parent,
+                set(self._busy),
+                min_pages=2 * max(1, self.config.max_concurrency),
+                page_size=self.config.page_size,
+            )
+            new = split(self.parent, widest, dt.datetime.now(dt.UTC)) if widest else None
+            if new is None:
+                break
+            self.report.outcome(self.spec.name).splits += 1
+            if self.report.on_event is not None:
+                fields = {"resource": self.spec.name, "at": new.since}
+                self.report.on_event("split", {**fields, "ranges": len(self.parent.ranges)})
+            self._start(new, pool, futures, client)
+
+    def _capacity(self, futures: dict[Future[bool], Chunk]) -> bool:
+        """A worker for one more walk: the resource's own slot first, then free gate slots."""
+        if len(futures) < 1 + self._extra:
+            return True
+        if len(futures) >= max(1, self.config.max_concurrency):
+            return False
+        if self.report.gate.try_extra():
+            self._extra += 1
+            return True
+        return False
+
+    def _start(
+        self,
+        rng: Traversal,
+        pool: ThreadPoolExecutor,
+        futures: dict[Future[bool], Chunk],
+        client: CiklekClient,
+    ) -> None:
+        chunk = Chunk(self.spec, self.state, rng, self.config, self.tracker, shared=True)
+        self.chunks.append(chunk)
+        self._busy[rng.id] = chunk
+        futures[pool.submit(walk, chunk, client, self.report, self)] = chunk
+
+    def _reap(self, futures: dict[Future[bool], Chunk]) -> BaseException | None:
+        """Walks that ended: a complete range leaves (or parks); any other end closes the chunk."""
+        error = None
+        for future in [f for f in futures if f.done()]:
+            chunk = futures.pop(future)
+            self._busy.pop(chunk.trav.id, None)
+            if self._extra and len(futures) < self._extra + 1:
+                self._extra -= 1  # back to the load: another resource may be waiting for it
+                self.report.gate.release_extra()
+            exc = future.exception()
+            if exc is not None:
+                error, self._closing = exc, True
+                continue
+            if future.result():
+                tail = complete(self.parent, chunk.trav, chunk.last_page)
+                if tail is not None:
+                    self.tail, self.last_page = tail, chunk.last_page
+                continue
+            self._closing = True  # the chunk is full or timed out, a signal, or the range failed
+        return error
+
+    def records(self) -> list[object]:
+        """The chunk's records, one version per id (the newest where ranges met one twice)."""
+        loose = [record for chunk in self.chunks for record in chunk.loose]
+        keyed = ((rid, rec) for chunk in self.chunks for rid, rec in chunk.latest.items())
+        return [*loose, *newest(keyed, self.spec).values()]
+
+    def ids(self) -> list[str]:
+        return [i for chunk in self.chunks for i in chunk.ids]

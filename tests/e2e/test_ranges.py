@@ -1,0 +1,175 @@
+"""One traversal walked in `updated_since` ranges by several workers (issue 13, items 2-4).
+
+Real `ciklek sync` runs against a sandbox with added latency (so ranges overlap) and results
+compared with a sequential sync (`max_concurrency` 1) row for row, or with what the API serves.
+The data is shaped through the sandbox's control API so the cut a split makes is known.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.test_concurrency import _sandbox, dump
+from tests.helpers import DEFAULT_DB, query
+from tests.sandbox_proc import SandboxProcess
+from tests.syncutil import api_records, fast_env, requests_sent, run_sync_cli, start_sync, wait_for
+
+PAGE = 20
+ORDER_TABLES = ("orders", "order_line_items", "_ciklek_rejects")
+SPLIT = re.compile(r"^split orders: at ([^,\s]+)", re.M)
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _stamps(records: list[dict[str, Any]]) -> list[dt.datetime]:
+    """The records' updated_at, those the sandbox's bad records garble left out."""
+    out = []
+    for record in records:
+        try:
+            out.append(_instant(record["updated_at"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _in_order(sb: SandboxProcess) -> list[dict[str, Any]]:
+    """The whole list as the API serves it, in its order (records without an id included)."""
+    records, after = [], None
+    while True:
+        body = _list(sb, **({"after": after} if after else {}))
+        records += body["data"]
+        after = body["meta"]["next_cursor"]
+        if after is None:
+            return records
+
+
+def _list(sb: SandboxProcess, **params: Any) -> dict[str, Any]:
+    with sb.client() as http:
+        body: dict[str, Any] = http.get("/orders", params={"limit": PAGE, **params}).json()
+        return body
+
+
+def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loads(
+    sandbox_factory: Any, clean_env: Path, tmp_path: Path
+) -> None:
+    # A backfill window [since, until): its first page ends at A, so the first split cuts at
+    # M = A + (until - A) / 2. Sixty orders (three pages) are moved to exactly M, among them the
+    # ones right after page 1: the page in flight when the split happens reaches into the block.
+    sb = _sandbox(sandbox_factory, "--latency-ms", 150, "--bad-records", "0.03")
+    first, listed = _list(sb)["data"], _in_order(sb)
+    since, a = _stamps(first)[0], _stamps(first)[-1]
+    until = _stamps(listed)[-1] + dt.timedelta(seconds=1)  # the whole list
+    cut = a + (until - a) / 2
+    ordered = [r["id"] for r in listed[PAGE:] if "id" in r]
+    for rid in ordered[:60] + ordered[250:280]:  # right after page 1, and 30 far from it
+        stamp = _stamp(cut)
+        response = sb.control_request("PATCH", f"records/orders/{rid}", json={"updated_at": stamp})
+        assert response.status_code == 200, response.text
+    assert _list(sb)["data"] == first  # page 1 unchanged: A, and so the cut, stand
+
+    # orders alone: no other resource holds a worker, so the first split follows page 1.
+    window = ("--since", _stamp(since), "--until", _stamp(until), "--resources", "orders")
+    env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4", SOURCES__CIKLEK__PAGE_SIZE=str(PAGE))
+    result = run_sync_cli(env, *window, cwd=clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cuts = SPLIT.findall(result.stderr)
+    assert cuts and _instant(cuts[0]) == cut, (cuts, cut)  # the first split cut at the block
+    assert len(set(_at_cut(clean_env))) == 1 and len(_at_cut(clean_env)) >= 90
+
+    seq_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY="1", CIKLEK_HOME=str(tmp_path / "h"))
+    (tmp_path / "seq").mkdir()
+    seq = run_sync_cli(seq_env, *window, cwd=tmp_path / "seq")
+    assert seq.returncode == 0, seq.stdout + seq.stderr
+    expected = dump(tmp_path / "seq" / DEFAULT_DB, ORDER_TABLES)
+    parallel = dump(clean_env / DEFAULT_DB, ORDER_TABLES)
+    assert expected["_ciklek_rejects"], "the sandbox's bad records should have been rejected"
+    for table in ORDER_TABLES:
+        assert parallel[table] == expected[table], table
+
+
+def _at_cut(cwd: Path) -> list[Any]:
+    """updated_at of the orders loaded at the block's instant (the most common one)."""
+    rows = query(
+        cwd / DEFAULT_DB,
+        "select updated_at from ciklek.orders where updated_at = "
+        "(select updated_at from ciklek.orders group by 1 order by count(*) desc limit 1)",
+    )
+    return [r[0] for r in rows]
+
+
+def test_records_updated_during_a_split_traversal_load_their_newest_version(
+    sandbox_factory: Any, clean_env: Path, tmp_path: Path
+) -> None:
+    sb = _sandbox(sandbox_factory, "--latency-ms", 120)
+    env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4", SOURCES__CIKLEK__CHECKPOINT_PAGES="6")
+    log = tmp_path / "sync.log"
+    proc = start_sync(env, cwd=clean_env, log=log)
+    wait_for(lambda: "split orders:" in log.read_text(), what="orders split into ranges")
+    # Updated (and created) while ranges walk: each moves to the end of the list.
+    changed = sb.control_post("mutate", resource="orders", update=40, create=5)
+    assert proc.wait(timeout=120) == 0, log.read_text()
+    assert changed
+
+    truth = api_records(sb)
+    rows = query(clean_env / DEFAULT_DB, "select id, status, total, updated_at from ciklek.orders")
+    loaded = {r[0]: r for r in rows}
+    assert set(loaded) == set(truth)  # nothing lost, nothing extra
+    for rid, record in truth.items():
+        # The newest version of every order: none left stale by a range that met it earlier.
+        assert loaded[rid][3] == _instant(record["updated_at"]), rid
+        assert loaded[rid][1] == record["status"], rid
+    items = query(
+        clean_env / DEFAULT_DB,
+        "select order_id, count(*) from ciklek.order_line_items group by 1",
+    )
+    assert {oid: n for oid, n in items} == {
+        rid: len(r["line_items"]) for rid, r in truth.items() if r["line_items"]
+    }  # line items replaced as a set: each order has exactly its current items
+
+
+def test_a_quota_stop_in_ranges_spends_nothing_beyond_the_budget_and_resumes_every_range(
+    sandbox_factory: Any, clean_env: Path, tmp_path: Path
+) -> None:
+    sb = _sandbox(sandbox_factory, "--latency-ms", 60)
+    budget = 9
+    env = fast_env(
+        sb,
+        SOURCES__CIKLEK__MAX_CONCURRENCY="4",
+        SOURCES__CIKLEK__DAILY_REQUEST_BUDGET=str(budget),
+        SOURCES__CIKLEK__CHECKPOINT_PAGES="100",  # one chunk: every worker races for the budget
+    )
+    only_orders = ("--resources", "orders")
+    spent = run_sync_cli(env, *only_orders, cwd=clean_env)
+    assert spent.returncode == 75, spent.stdout + spent.stderr
+    assert SPLIT.search(spent.stderr), "orders should have been split into ranges"
+    assert requests_sent(sb) == budget  # not one request past the budget, four workers or not
+    status = query(clean_env / DEFAULT_DB, "select count(*) from ciklek.orders")[0][0]
+    assert 0 < status <= budget * PAGE
+
+    again = run_sync_cli(env, *only_orders, cwd=clean_env)
+    assert again.returncode == 75 and requests_sent(sb) == budget  # nothing left today
+
+    sb.control_post("new_day")
+    unlimited = dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="10000")
+    done = run_sync_cli(unlimited, *only_orders, cwd=clean_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sent = requests_sent(sb)
+    truth = api_records(sb)
+    rows = query(clean_env / DEFAULT_DB, "select id, updated_at from ciklek.orders")
+    assert {r[0]: r[1] for r in rows} == {
+        rid: _instant(r["updated_at"]) for rid, r in truth.items()
+    }
+    # Every range resumed from its own cursor: the two runs together sent the list's pages, plus
+    # one per split (a range's last page is partial) and one for the open range's last look.
+    pages = -(-len(truth) // PAGE)
+    splits = sum(len(SPLIT.findall(run.stderr)) for run in (spent, again, done))
+    assert sent <= pages + splits + 1, (sent, pages, splits)
