@@ -549,11 +549,16 @@ class CiklekClient:
 
     def _send(self, request: httpx.Request, tally: _Tally) -> Reply:
         """One HTTP exchange under the overall deadline; transport trouble becomes transient."""
-        endpoint = tally.endpoint
         deadline = self._monotonic() + self.request_deadline_seconds
         connect, read = (min(t, self.request_deadline_seconds) for t in self._timeouts)
         request.extensions["timeout"] = httpx.Timeout(read, connect=connect).as_dict()
-        status: int | None = None
+        try:
+            return self._exchange(request, tally, deadline)
+        finally:
+            self.limiter.settle()  # (a no-op once `observe` had the response's headers)
+
+    def _exchange(self, request: httpx.Request, tally: _Tally, deadline: float) -> Reply:
+        endpoint, status = tally.endpoint, None
         try:
             response = self._http.send(request, stream=True)
             status = response.status_code

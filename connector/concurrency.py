@@ -33,6 +33,8 @@ class ChunkGate:
         self.pages = 0
         self._walks = 0
         self._waiting = 0  # walks of this load that do not hold their slot yet
+        self._answered = False  # a page of this run came back (kept across loads)
+        self._prober: int | None = None  # the thread whose request goes first (see reserve)
         self._slots = threading.BoundedSemaphore(1)
 
     def start(self, walks: int, workers: int) -> None:
@@ -43,17 +45,43 @@ class ChunkGate:
             self._lock.notify_all()
 
     def reserve(self, limit: int | None) -> bool:
-        """Count one more page of this load, or False when the load already has `limit`."""
+        """Count one more page of this load, or False when the load already has `limit`.
+
+        Until a page of this run has come back, one request goes at a time: after a spent
+        quota, one request tells whether it is back (and a wrong key or a down server costs
+        one request, not one per worker). The caller checks for a halt after this returns.
+        """
+        me = threading.get_ident()
         with self._lock:
+            while not self._answered and self._prober not in (None, me):
+                self._lock.wait(0.1)
             if limit and self.pages >= limit:
                 return False
             self.pages += 1
+            if not self._answered:
+                self._prober = me
             return True
 
     def release(self) -> None:
         """A reserved page that was not fetched (its request failed)."""
         with self._lock:
             self.pages = max(0, self.pages - 1)
+            if self._prober == threading.get_ident():
+                self._prober = None
+            self._lock.notify_all()
+
+    def drop_probe(self) -> None:
+        """This thread's walk ended: if its request was the one going first, others may go."""
+        with self._lock:
+            if self._prober == threading.get_ident():
+                self._prober = None
+                self._lock.notify_all()
+
+    def answered(self) -> None:
+        """A page of this run came back: the other workers may send too."""
+        with self._lock:
+            self._answered, self._prober = True, None
+            self._lock.notify_all()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:

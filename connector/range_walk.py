@@ -24,7 +24,7 @@ from connector.ranges import after_page, complete, pending, pick, split, unpark,
 from connector.reconcile import IdTracker
 from connector.run import ResourceOutcome, RunConfig, RunReport
 from connector.traversal import PageFacts, ResourceState, Traversal, Version
-from connector.walk import Chunk, newest, walk
+from connector.walk import Chunk, halted, newest, walk
 
 # How long the coordinator sleeps when nothing wakes it (a page, a finished walk): a slot
 # another resource gives back is noticed within this.
@@ -95,7 +95,10 @@ class RangeWalk:
     def _launch(
         self, pool: ThreadPoolExecutor, futures: dict[Future[bool], Chunk], client: CiklekClient
     ) -> None:
-        if self._closing or self.report.stop_event.is_set() or self.report.halt is not None:
+        if self._closing:
+            return
+        if halted(self.report, self.report.outcome(self.spec.name)):
+            self._closing = True  # recorded: the sync does not start another chunk for it
             return
         if not futures and not pending(self.parent):
             unpark(self.parent)
@@ -136,7 +139,9 @@ class RangeWalk:
         futures: dict[Future[bool], Chunk],
         client: CiklekClient,
     ) -> None:
-        chunk = Chunk(self.spec, self.state, rng, self.config, self.tracker, shared=True)
+        chunk = Chunk(
+            self.spec, self.state, rng, self.config, self.tracker, within=self.parent.kind
+        )
         self.chunks.append(chunk)
         self._busy[rng.id] = chunk
         futures[pool.submit(walk, chunk, client, self.report, self)] = chunk

@@ -63,11 +63,10 @@ class RateLimiter:
         self._remaining: int | None = None
         self._reset_at: float | None = None
         self._passed: float | None = None  # the last Reset we rolled past
-        # Tickets: every reservation is numbered, and the thread that made it keeps its number
-        # until its response's headers come back (`observe`): requests reserved after it are
-        # not in that header's count yet, whatever their number in flight (see `observe`).
+        # Requests in flight: every reservation is numbered (a ticket the reserving thread
+        # keeps) until its response's headers come back (`observe`) or it fails (`settle`).
         self._seq = 0
-        self._applied = 0  # the latest ticket whose header set `_remaining`
+        self._outstanding: dict[int, float] = {}  # ticket -> when it was reserved
         self._local = threading.local()
 
     def delay(self) -> float:
@@ -95,7 +94,9 @@ class RateLimiter:
             if self._remaining is not None:
                 self._remaining -= 1
             self._seq += 1
+            self._forget(getattr(self._local, "ticket", None), now)
             self._local.ticket = self._seq
+            self._outstanding[self._seq] = now
             return 0.0
 
     def acquire(self, sleep: Sleep) -> float:
@@ -111,56 +112,53 @@ class RateLimiter:
     def observe(self, headers: Mapping[str, str]) -> None:
         """Re-synchronise from a response's X-RateLimit-* headers (any status).
 
-        A header counts the requests the server admitted up to the one it answers. Requests this
-        process reserved after that one (other workers') are in flight or not sent yet: the
-        allowance left *now* is the header's figure less those. With the thread's ticket known,
-        the latest answered reservation is the truth (it sees other users of the key too);
-        without one, the lower of the header and our own count.
+        A header counts the requests the server admitted up to the one it answers, not those
+        still in flight (several workers send at once): the allowance left *now* is taken as
+        the header's figure less every other request of ours in flight. That is exact when
+        answers come back in the order requests were admitted, and errs low otherwise (the
+        window's next header cannot raise it again: only a new window does). Never high: a
+        self-caused 429 costs a whole window's wait.
         """
         limit = _int_header(headers, "x-ratelimit-limit")
         remaining = _int_header(headers, "x-ratelimit-remaining")
         reset_at = reset_instant(headers.get("x-ratelimit-reset"), self._clock())
-        if remaining is None or reset_at is None:
-            return
         ticket: int | None = getattr(self._local, "ticket", None)
         self._local.ticket = None
         with self._lock:
+            self._forget(ticket, self._clock())
+            if remaining is None or reset_at is None:
+                return
+            remaining = max(0, remaining - len(self._outstanding))
             if limit is not None:
                 self._limit = limit
             if self._passed is not None and reset_at <= self._passed:
                 return  # a late response from a window that already ended: it says nothing now
-            if ticket is not None:
-                self._track(reset_at, remaining, ticket)
-            elif (
-                self._reset_at is None and self._passed is not None and self._remaining is not None
-            ):
-                # The first response of the window we rolled into. Our own count (the limit
-                # minus what we reserved since the rollover) also covers requests still in
-                # flight, which this header cannot: with several in flight (resources walking
-                # at once) taking the header alone would hand their slots out again.
+            if self._reset_at is None and self._passed is not None and self._remaining is not None:
+                # The first response of the window we rolled into: our own count since the
+                # rollover is an upper bound too.
                 self._reset_at, self._remaining = reset_at, min(self._remaining, remaining)
             elif self._reset_at is None or reset_at > self._reset_at:
                 self._reset_at, self._remaining = reset_at, remaining
             elif reset_at == self._reset_at and self._remaining is not None:
-                # Same window: in-flight reservations may already be lower than the header.
                 self._remaining = min(self._remaining, remaining)
             elif reset_at == self._reset_at:
                 self._remaining = remaining
             # else: an older window than the one we know; ignore it.
 
-    def _track(self, reset_at: float, remaining: int, ticket: int) -> None:
-        """A header whose reservation is known (called under the lock)."""
-        if self._reset_at is not None and reset_at < self._reset_at:
-            return  # an older window than the one we know
-        newer_window = self._reset_at is None or reset_at > self._reset_at
-        if not newer_window and ticket < self._applied:
-            return  # a later reservation's header already spoke for this window
-        estimate = max(0, remaining - (self._seq - ticket))
-        if self._reset_at is None and self._passed is not None and self._remaining is not None:
-            # The first answer from the window we rolled into: our own count since the rollover
-            # is an upper bound too (a request sent just before it may count in this window).
-            estimate = min(estimate, self._remaining)
-        self._reset_at, self._remaining, self._applied = reset_at, estimate, ticket
+    def settle(self) -> None:
+        """This thread's request ended without headers (a dropped connection, a timeout)."""
+        ticket: int | None = getattr(self._local, "ticket", None)
+        self._local.ticket = None
+        with self._lock:
+            self._forget(ticket, self._clock())
+
+    def _forget(self, ticket: int | None, now: float) -> None:
+        """(Under the lock.) A ticket answered or abandoned; and any that outlived a minute:
+        whatever happened to it, its window is over."""
+        if ticket is not None:
+            self._outstanding.pop(ticket, None)
+        for old in [t for t, at in self._outstanding.items() if now - at > 60.0]:
+            del self._outstanding[old]
 
     def block_until(self, reset_at: float) -> None:
         """After a 429: no request goes before `reset_at`."""

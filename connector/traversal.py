@@ -422,16 +422,23 @@ def id_digest(record_id: str) -> str:
     return hashlib.sha256(record_id.encode()).hexdigest()[:12]
 
 
-def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> bool:
+def restart(
+    state: ResourceState, trav: Traversal, lookback_seconds: float, within: str | None = None
+) -> bool:
     """The server rejected our stored cursor: start this traversal over from its updated_since.
 
     Once per traversal, and only for a stored cursor; False means "a real 400, give up".
+    `within`: the kind of the traversal a range belongs to.
     """
     if trav.after is None or trav.restarted:
         return False
-    # A sweep has none: it starts over from the top. A range restarts from where it begins.
-    own_since = trav.kind in ("window", "sweep", "range")
-    since = trav.since if own_since else _since_watermark(state, lookback_seconds)
+    kind = within or trav.kind
+    if kind in ("window", "sweep"):  # a sweep has none: it starts over from the top
+        since = trav.since
+    elif trav.kind == "range":  # from where it begins, or the watermark when that is later
+        since = _later(trav.since, _since_watermark(state, lookback_seconds))
+    else:
+        since = _since_watermark(state, lookback_seconds)
     trav.after, trav.last_after, trav.since, trav.restarted, trav.fresh = (
         None,
         None,
@@ -443,6 +450,14 @@ def restart(state: ResourceState, trav: Traversal, lookback_seconds: float) -> b
     trav.cursors, trav.stale_pages, trav.position, trav.page_ids = [], 0, None, []
     trav.at, trav.first_at, trav.upto, trav.last_total = None, None, None, None
     return True
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """The later of two `updated_since` values (None: the list's beginning)."""
+    at, bt = instant(a), instant(b)
+    if at is None or bt is None:
+        return b if at is None else a
+    return a if at >= bt else b
 
 
 def stop(trav: Traversal, max_cursor: dt.datetime | None) -> None:

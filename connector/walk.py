@@ -67,10 +67,10 @@ class Chunk:
         config: RunConfig,
         tracker: IdTracker | None = None,
         *,
-        shared: bool = False,
+        within: str | None = None,
     ):
         self.spec, self.state, self.trav, self.config = spec, state, trav, config
-        self.shared = shared
+        self.within = within  # a range's traversal kind; None: the chunk walks a traversal
         self.latest: dict[str, object] = {}  # by id: a later version in the same chunk wins
         self.loose: list[object] = []  # records without an id: build_batch rejects them
         self.ids: list[str] = []
@@ -88,19 +88,21 @@ class Chunk:
         self.skip = set(self.trav.skip)
         self.known = {version[0] for version in self.skip}
         self.carried = set(self.trav.page_ids)  # the previous chunk's last page
-        if not self.shared:
+        if self.within is None:
             self.tracker = tracker_for(self.config, self.spec, self.trav)
 
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
         spec, until, self.last_page = self.spec, self.until, []
-        new_ids, ids, versions, fresh = False, [], [], 0
+        new_ids, ids, versions, fresh, past = False, [], [], 0, False
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             cursor = cursor_of(record, spec)
-            if until is not None and _at_or_after(cursor, until):
-                # Outside the window or range (the next range holds it, with or without an id);
-                # the traversal ends with the page that passes `until`.
+            past = past or (until is not None and _at_or_after(cursor, until))
+            if past:
+                # Outside the window or range: the next range holds it (with or without an id,
+                # and so every record after it: the list is ordered, whatever a garbled
+                # timestamp says). The traversal ends with the page that passes `until`.
                 continue
             if record_id is None:
                 # No id: rejected by build_batch. Remember it like any other version on the last
@@ -198,20 +200,31 @@ ALONE = Alone()
 
 def walk(chunk: Chunk, client: CiklekClient, report: RunReport, along: Along = ALONE) -> bool:
     """Fetch pages until something says stop; True when the traversal reached its end."""
+    try:
+        return _pages(chunk, client, report, along)
+    finally:
+        report.gate.drop_probe()  # however the walk ended, the others need not wait for it
+
+
+def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, along: Along) -> bool:
     spec, trav, config = chunk.spec, chunk.trav, chunk.config
     out = report.outcome(spec.name)
     pages, started = 0, time.monotonic()
     while not _pause(report, config, out, pages, started, along):
         if not report.gate.reserve(config.chunk_pages):  # the load is full (all resources)
             return False
+        if halted(report, out):  # while this worker waited for the run's first answer
+            report.gate.release()
+            return False
         try:
             page = client.fetch_page(
                 spec.path, limit=config.page_size, after=trav.after, updated_since=trav.since
             )
+            report.gate.answered()
         except BadRequest as exc:
             report.gate.release()
             with along.guard():
-                again = restart(chunk.state, trav, config.lookback_seconds)
+                again = restart(chunk.state, trav, config.lookback_seconds, chunk.within)
                 if not again:
                     out.error = exc
                     return False
@@ -272,14 +285,7 @@ def _pause(
     along: Along,
 ) -> bool:
     """Stop fetching: a signal, another resource's halt, or the chunk is full."""
-    if report.stop_event.is_set():
-        out.stop = StopRequested("stopped by signal")
-        return True
-    if report.halt is not None:  # another resource hit a 401 or the quota: don't spend more
-        if isinstance(report.halt, TryLater):
-            out.stop = report.halt
-        elif isinstance(report.halt, ApiError):
-            out.error = report.halt
+    if halted(report, out):
         return True
     if along.stopping():
         return True
@@ -290,6 +296,21 @@ def _pause(
     )
 
 
+def halted(report: RunReport, out: ResourceOutcome) -> bool:
+    """A signal, or another resource's 401 or spent quota: recorded in `out`, which ends the
+    resource's part of the run (the sync stops looping over chunks once every outcome is)."""
+    if report.stop_event.is_set():
+        out.stop = out.stop or StopRequested("stopped by signal")
+        return True
+    if report.halt is not None:  # another resource hit a 401 or the quota: don't spend more
+        if isinstance(report.halt, TryLater):
+            out.stop = out.stop or report.halt
+        elif isinstance(report.halt, ApiError):
+            out.error = out.error or report.halt
+        return True
+    return False
+
+
 def _failed(
     spec: ResourceSpec,
     report: RunReport,
@@ -297,7 +318,7 @@ def _failed(
     exc: ApiError | TryLater | ContractViolation,
 ) -> None:
     if isinstance(exc, TryLater):
-        out.stop = exc
+        out.stop = out.stop or exc  # the first stop tells why (ranges may meet it more than once)
         if not isinstance(exc, CiklekUnavailable):  # one endpoint down is not all of them
             report.halt = exc
         return

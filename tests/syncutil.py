@@ -151,3 +151,13 @@ def run_sync_cli(
 
 def env_home(env: dict[str, str]) -> Path:
     return Path(env.get("CIKLEK_HOME") or os.environ["CIKLEK_HOME"])
+
+
+def splits_in(*texts: str, resource: str = "orders") -> int:
+    """Splits into `updated_since` ranges the runs' output told (`split orders: at ...`).
+
+    With `max_concurrency` above 1 a long traversal walks in ranges: each split may cost one
+    request (a range's last page is partial) and the open last range looks once more when the
+    others are done, so request counts are bounded by `pages + splits + 1`, not equal to pages.
+    """
+    return sum(text.count(f"split {resource}: at ") for text in texts)

@@ -171,9 +171,10 @@ def test_sigkill_with_four_workers_then_rerun_loses_and_duplicates_nothing(
     assert killed < clean_requests, "the sync finished before it could be killed"
     assert dump(clean_env / DEFAULT_DB) == expected
     # Lost at most the one chunk in flight (3 pages for all resources together); a split of
-    # orders into ranges may cost one request more (the page in flight past the cut).
+    # orders into ranges may cost one request more (a range's last page is partial), and the
+    # open last range of a split traversal looks once more when the others are done.
     splits += rerun.stderr.count("split orders:")
-    assert killed + resumed <= clean_requests + CHUNK_PAGES + splits, (
+    assert killed + resumed <= clean_requests + CHUNK_PAGES + splits + 1, (
         killed,
         resumed,
         clean_requests,

@@ -30,7 +30,9 @@ from tests.syncutil import (
 @pytest.fixture
 def sb(sandbox_factory, monkeypatch: pytest.MonkeyPatch) -> SandboxProcess:
     sandbox: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
-    set_env(monkeypatch, fast_env(sandbox))
+    # One page at a time: these tests pin the request count of a sequential walk (ranges have
+    # their own resume tests in tests/e2e/test_ranges.py).
+    set_env(monkeypatch, fast_env(sandbox, SOURCES__CIKLEK__MAX_CONCURRENCY="1"))
     return sandbox
 
 

@@ -19,6 +19,7 @@ from connector.sweep import SweepQuota
 def test_many_threads_never_reserve_more_pages_than_the_chunk_allows() -> None:
     gate = ChunkGate()
     gate.start(walks=8, workers=8)
+    gate.answered()  # a page of this run came back: no worker waits for the first answer
     granted: list[int] = []
     barrier = threading.Barrier(8)
 
@@ -39,6 +40,35 @@ def test_many_threads_never_reserve_more_pages_than_the_chunk_allows() -> None:
     assert gate.reserve(100) and not gate.reserve(100)
     gate.start(walks=0, workers=1)  # a new load starts from zero
     assert gate.pages == 0 and gate.reserve(None) and gate.pages == 1
+
+
+def test_until_the_runs_first_answer_one_request_goes_at_a_time() -> None:
+    """After a spent quota, one request tells whether it is back: other workers wait for the
+    first one's answer (or its failure) before they reserve."""
+    gate = ChunkGate()
+    gate.start(walks=3, workers=3)
+    assert gate.reserve(100)  # this thread's request goes first
+    reserved = [threading.Event(), threading.Event()]
+    finish = threading.Event()
+
+    def other(n: int) -> None:
+        gate.reserve(100)
+        reserved[n].set()
+        finish.wait(5)  # alive till the end: a thread id is not reused meanwhile
+
+    workers = [threading.Thread(target=other, args=(n,)) for n in (0, 1)]
+    workers[0].start()
+    assert not reserved[0].wait(0.3)  # held while the first request has no answer
+    gate.release()  # it failed (a 429): the next one tries (after checking for a halt)
+    assert reserved[0].wait(5)
+    workers[1].start()
+    assert not reserved[1].wait(0.3)  # now the other worker's request is the one out first
+    gate.answered()
+    assert reserved[1].wait(5)  # a page came back: everybody goes
+    finish.set()
+    for t in workers:
+        t.join(5)
+    assert gate.pages == 2 and gate.reserve(100) and gate.pages == 3
 
 
 def test_rejects_wait_for_every_walk_of_the_load() -> None:

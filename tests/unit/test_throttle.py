@@ -262,3 +262,36 @@ def test_the_first_header_of_a_run_leaves_out_requests_reserved_after_it() -> No
     answered.set()
     first.join()
     assert admitted_without_wait(limiter) == 2  # taking the header alone let 4 go: two 429s
+
+
+def test_answers_out_of_admission_order_never_raise_the_count_above_the_truth() -> None:
+    """Three workers reserve (limit 4); the server admits them 1, 3, 2 and answers in that
+    order. After every answer exactly one request is left: never two (a self-caused 429)."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(4, 4, T0 + 5))
+    answers = {1: 3, 3: 2, 2: 1}  # worker -> Remaining in its answer (admitted 1, 3, 2)
+    go = {n: threading.Event() for n in answers}
+    done = {n: threading.Event() for n in answers}
+    reserved = threading.Semaphore(0)
+
+    def worker(n: int) -> None:
+        assert limiter.delay() == 0.0
+        reserved.release()
+        go[n].wait(5)
+        limiter.observe(headers(4, answers[n], T0 + 5))
+        done[n].set()
+
+    threads = []
+    for n in (1, 2, 3):
+        threads.append(threading.Thread(target=worker, args=(n,)))
+        threads[-1].start()
+        assert reserved.acquire(timeout=5)  # reserved in order 1, 2, 3
+    seen = []
+    for n in (1, 3, 2):
+        go[n].set()
+        assert done[n].wait(5)
+        seen.append(limiter.remaining)
+    for t in threads:
+        t.join()
+    assert seen == [1, 1, 1]
