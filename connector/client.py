@@ -394,6 +394,9 @@ class CiklekClient:
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.quota = quota
         self.log = log if log is not None else RequestLog()
+        # Seconds an exchange takes (moving average, limiter waits excluded): whether a second
+        # worker could use allowance one leaves unused (connector/range_walk.py).
+        self.latency: float | None = None
         self.max_attempts = max_attempts
         self.max_rate_limit_waits = max_rate_limit_waits
         self.max_wait_seconds = max_wait_seconds
@@ -552,10 +555,13 @@ class CiklekClient:
         deadline = self._monotonic() + self.request_deadline_seconds
         connect, read = (min(t, self.request_deadline_seconds) for t in self._timeouts)
         request.extensions["timeout"] = httpx.Timeout(read, connect=connect).as_dict()
+        started = self._monotonic()
         try:
             return self._exchange(request, tally, deadline)
         finally:
             self.limiter.settle()  # (a no-op once `observe` had the response's headers)
+            took = self._monotonic() - started
+            self.latency = took if self.latency is None else 0.7 * self.latency + 0.3 * took
 
     def _exchange(self, request: httpx.Request, tally: _Tally, deadline: float) -> Reply:
         endpoint, status = tally.endpoint, None

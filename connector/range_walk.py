@@ -29,6 +29,9 @@ from connector.walk import Chunk, halted, newest, walk
 # How long the coordinator sleeps when nothing wakes it (a page, a finished walk): a slot
 # another resource gives back is noticed within this.
 _POLL_SECONDS = 0.2
+# Pages answered faster than this never warrant a split, whatever the allowance: a split costs
+# a request, and with an allowance that high the run is bound by its own processing.
+_FAST_PAGE_SECONDS = 0.05
 
 
 class RangeWalk:
@@ -105,7 +108,7 @@ class RangeWalk:
         for rng in pending(self.parent):
             if rng.id not in self._busy and self._capacity(futures):
                 self._start(rng, pool, futures, client)
-        while self._capacity(futures):
+        while self._worth_splitting(client) and self._capacity(futures):
             widest = pick(
                 self.parent,
                 set(self._busy),
@@ -120,6 +123,14 @@ class RangeWalk:
                 fields = {"resource": self.spec.name, "at": new.since}
                 self.report.on_event("split", {**fields, "ranges": len(self.parent.ranges)})
             self._start(new, pool, futures, client)
+
+    @staticmethod
+    def _worth_splitting(client: CiklekClient) -> bool:
+        """A second worker uses allowance only when one page takes longer than the allowance's
+        spacing between requests (120/min: 0.5 s); faster pages, and one worker keeps up."""
+        latency = client.latency
+        floor = max(client.limiter.spacing(), _FAST_PAGE_SECONDS)
+        return latency is not None and latency > floor
 
     def _capacity(self, futures: dict[Future[bool], Chunk]) -> bool:
         """A worker for one more walk: the resource's own slot first, then free gate slots."""

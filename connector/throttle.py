@@ -63,6 +63,7 @@ class RateLimiter:
         self._remaining: int | None = None
         self._reset_at: float | None = None
         self._passed: float | None = None  # the last Reset we rolled past
+        self._window: float | None = None  # seconds between two Resets: the window's length
         # Requests in flight: every reservation is numbered (a ticket the reserving thread
         # keeps) until its response's headers come back (`observe`) or it fails (`settle`).
         self._seq = 0
@@ -136,14 +137,30 @@ class RateLimiter:
             if self._reset_at is None and self._passed is not None and self._remaining is not None:
                 # The first response of the window we rolled into: our own count since the
                 # rollover is an upper bound too.
+                self._learn_window(self._passed, reset_at)
                 self._reset_at, self._remaining = reset_at, min(self._remaining, remaining)
             elif self._reset_at is None or reset_at > self._reset_at:
+                self._learn_window(self._reset_at, reset_at)
                 self._reset_at, self._remaining = reset_at, remaining
             elif reset_at == self._reset_at and self._remaining is not None:
                 self._remaining = min(self._remaining, remaining)
             elif reset_at == self._reset_at:
                 self._remaining = remaining
             # else: an older window than the one we know; ignore it.
+
+    def _learn_window(self, earlier: float | None, later: float) -> None:
+        """(Under the lock.) Two Resets apart by one window or more: the shortest gap seen."""
+        if earlier is not None and later > earlier:
+            gap = later - earlier
+            self._window = gap if self._window is None else min(self._window, gap)
+
+    def spacing(self) -> float:
+        """Seconds between requests at the full allowance: the window over its limit, as the
+        headers tell; the documented rate until they do."""
+        with self._lock:
+            if self._window is not None and self._limit:
+                return self._window / self._limit
+            return 60.0 / self._per_minute
 
     def settle(self) -> None:
         """This thread's request ended without headers (a dropped connection, a timeout)."""

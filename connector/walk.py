@@ -94,15 +94,14 @@ class Chunk:
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
         spec, until, self.last_page = self.spec, self.until, []
-        new_ids, ids, versions, fresh, past = False, [], [], 0, False
+        new_ids, ids, versions, fresh = False, [], [], 0
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             cursor = cursor_of(record, spec)
-            past = past or (until is not None and _at_or_after(cursor, until))
-            if past:
-                # Outside the window or range: the next range holds it (with or without an id,
-                # and so every record after it: the list is ordered, whatever a garbled
-                # timestamp says). The traversal ends with the page that passes `until`.
+            if until is not None and _at_or_after(cursor, until):
+                # Outside the window or range: the next range holds it, with or without an id
+                # (records behind it on the page still count: a page need not be in order).
+                # The traversal ends with the page whose last record passes `until`.
                 continue
             if record_id is None:
                 # No id: rejected by build_batch. Remember it like any other version on the last
@@ -129,7 +128,9 @@ class Chunk:
             total=page.total,
             received=fresh,  # a version loaded already is not received twice (a re-read page)
             # Lists are ordered by updated_at: a page ending past --until ends the window.
-            reached_until=until is not None and last_at is not None and last_at >= until,
+            reached_until=until is not None
+            and bool(page.records)
+            and _at_or_after(cursor_of(page.records[-1], spec), until),
             new_ids=new_ids,
             # Only a page without a new id needs its position (parsing every timestamp costs),
             # and the first one, which sets where the traversal stands.

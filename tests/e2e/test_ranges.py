@@ -244,7 +244,7 @@ def test_after_a_spent_server_quota_one_request_tells_whether_it_is_back(
 def test_stored_cursors_of_every_range_rejected_restart_each_range(
     sandbox_factory: Any, clean_env: Path
 ) -> None:
-    sb = _sandbox(sandbox_factory, "--latency-ms", 40)
+    sb = _sandbox(sandbox_factory, "--latency-ms", 80)
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
     only_orders = ("--resources", "orders")
     stopped = run_sync_cli(env, *only_orders, "--max-requests", "10", cwd=clean_env)

@@ -295,3 +295,15 @@ def test_answers_out_of_admission_order_never_raise_the_count_above_the_truth() 
     for t in threads:
         t.join()
     assert seen == [1, 1, 1]
+
+
+def test_spacing_is_the_window_over_its_limit_once_two_resets_tell_the_window() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(per_minute=120, clock=ft.clock, jitter=lambda: 0.0)
+    assert limiter.spacing() == 0.5  # the documented 120/min until the headers tell more
+    limiter.observe(headers(20, 19, T0 + 5))
+    assert limiter.spacing() == 0.5  # one Reset says nothing of the window's length
+    ft.now = T0 + 5  # rolled over
+    assert limiter.delay() == 0.0
+    limiter.observe(headers(20, 19, T0 + 10))
+    assert limiter.spacing() == 0.25  # 20 requests per 5 s window
