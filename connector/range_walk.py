@@ -20,11 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from connector.catalogue import ResourceSpec
 from connector.client import CiklekClient
+from connector.errors import ApiError, ContractViolation, TryLater
 from connector.ranges import after_page, complete, pending, pick, split, unpark, wrap
 from connector.reconcile import IdTracker
 from connector.run import ResourceOutcome, RunConfig, RunReport
 from connector.traversal import PageFacts, ResourceState, Traversal, Version
-from connector.walk import Chunk, halted, newest, walk
+from connector.walk import Chunk, failed, halted, newest, walk
 
 # How long the coordinator sleeps when nothing wakes it (a page, a finished walk): a slot
 # another resource gives back is noticed within this.
@@ -52,6 +53,7 @@ class RangeWalk:
         self._wake = threading.Condition(self._lock)
         self.chunks: list[Chunk] = []  # every walk of this chunk, in start order
         self._busy: dict[str, Chunk] = {}  # range id -> the chunk walking it
+        self._ended: set[str] = set()  # busy ranges whose last page is in: never split them
         self._extra = 0  # gate slots held beyond the resource's own
         self._closing = False  # the chunk is ending (full, a signal, an error): all walks stop
         self.tail: Traversal | None = None  # the last range, once the traversal completed
@@ -68,6 +70,8 @@ class RangeWalk:
 
     def accepted(self, chunk: Chunk, facts: PageFacts, out: ResourceOutcome) -> None:
         parent = self.parent
+        if facts.next_cursor is None or facts.reached_until:
+            self._ended.add(chunk.trav.id)  # its walk returns next: it is not cut any more
         after_page(parent, chunk.trav, facts.received, facts.total)
         out.total = parent.total if parent.total is not None else parent.last_total
         out.traversal_pages = parent.pages
@@ -81,18 +85,26 @@ class RangeWalk:
         futures: dict[Future[bool], Chunk] = {}
         error: BaseException | None = None
         prefix = f"ciklek-{self.spec.name}"
-        with ThreadPoolExecutor(workers, thread_name_prefix=prefix) as pool, self._lock:
-            while True:
-                self._launch(pool, futures, client)
-                if not futures:
-                    break
-                self._wake.wait(_POLL_SECONDS)
-                error = self._reap(futures) or error
-        for _ in range(self._extra):
-            self.report.gate.release_extra()
-        self._extra = 0
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix=prefix) as pool, self._lock:
+                try:
+                    while True:
+                        self._launch(pool, futures, client)
+                        if not futures:
+                            break
+                        self._wake.wait(_POLL_SECONDS)
+                        error = self._reap(futures) or error
+                except BaseException:
+                    self._closing = True  # the workers stop at their next page
+                    raise
+        finally:
+            for _ in range(self._extra):
+                self.report.gate.release_extra()
+            self._extra = 0
         if error is not None:
             raise error
+        if self.tail is not None and not self._counted(client):
+            return False
         return self.tail is not None
 
     def _launch(
@@ -108,16 +120,21 @@ class RangeWalk:
         for rng in pending(self.parent):
             if rng.id not in self._busy and self._capacity(futures):
                 self._start(rng, pool, futures, client)
-        while self._worth_splitting(client) and self._capacity(futures):
+        tried: set[str] = set()
+        while self._worth_splitting(client):
             widest = pick(
                 self.parent,
-                set(self._busy),
+                set(self._busy) - self._ended - tried,
                 min_pages=2 * max(1, self.config.max_concurrency),
                 page_size=self.config.page_size,
             )
-            new = split(self.parent, widest, dt.datetime.now(dt.UTC)) if widest else None
-            if new is None:
+            if widest is None or not self._capacity(futures):
                 break
+            new = split(self.parent, widest, dt.datetime.now(dt.UTC))
+            if new is None:
+                tried.add(widest.id)  # nothing strictly inside its span: the next candidate
+                self._give_back(futures)
+                continue
             self.report.outcome(self.spec.name).splits += 1
             if self.report.on_event is not None:
                 fields = {"resource": self.spec.name, "at": new.since}
@@ -143,6 +160,12 @@ class RangeWalk:
             return True
         return False
 
+    def _give_back(self, futures: dict[Future[bool], Chunk]) -> None:
+        """An extra slot taken for a walk that did not start: back to the load."""
+        if self._extra and len(futures) < self._extra + 1:
+            self._extra -= 1
+            self.report.gate.release_extra()
+
     def _start(
         self,
         rng: Traversal,
@@ -155,7 +178,14 @@ class RangeWalk:
         )
         self.chunks.append(chunk)
         self._busy[rng.id] = chunk
-        futures[pool.submit(walk, chunk, client, self.report, self)] = chunk
+        self._ended.discard(rng.id)
+        future = pool.submit(walk, chunk, client, self.report, self)
+        future.add_done_callback(self._notify)  # reap it at once, not at the next poll
+        futures[future] = chunk
+
+    def _notify(self, _future: Future[bool]) -> None:
+        with self._lock:
+            self._wake.notify_all()
 
     def _reap(self, futures: dict[Future[bool], Chunk]) -> BaseException | None:
         """Walks that ended: a complete range leaves (or parks); any other end closes the chunk."""
@@ -163,9 +193,7 @@ class RangeWalk:
         for future in [f for f in futures if f.done()]:
             chunk = futures.pop(future)
             self._busy.pop(chunk.trav.id, None)
-            if self._extra and len(futures) < self._extra + 1:
-                self._extra -= 1  # back to the load: another resource may be waiting for it
-                self.report.gate.release_extra()
+            self._give_back(futures)  # another resource may be waiting for it
             exc = future.exception()
             if exc is not None:
                 error, self._closing = exc, True
@@ -177,6 +205,25 @@ class RangeWalk:
                 continue
             self._closing = True  # the chunk is full or timed out, a signal, or the range failed
         return error
+
+    def _counted(self, client: CiklekClient) -> bool:
+        """A sweep walked in ranges completes with the whole list's `meta.total` as it stands
+        at the end (its check that nothing was left out compares with it): one `limit=1`
+        request, unless the last range walked the whole list's filter. If it fails, the
+        last range parks again and the next run asks once more."""
+        tail, parent = self.tail, self.parent
+        if tail is None or parent.kind != "sweep" or tail.since == parent.since:
+            return True
+        out = self.report.outcome(self.spec.name)
+        try:
+            page = client.fetch_page(self.spec.path, limit=1, after=None, updated_since=None)
+        except (ApiError, TryLater, ContractViolation) as exc:
+            failed(self.spec, self.report, out, exc)
+            tail.parked, tail.skip = True, list(self.last_page)
+            parent.ranges, self.tail = [tail], None
+            return False
+        parent.last_total = page.total
+        return True
 
     def records(self) -> list[object]:
         """The chunk's records, one version per id (the newest where ranges met one twice)."""

@@ -34,6 +34,11 @@ import datetime as dt
 from connector.traversal import Traversal, Version, instant, iso, start
 
 RANGE = "range"
+# The open last range is never cut later than this before the local "now": a record updated
+# during the traversal gets the *server's* now as its `updated_at` and must land in the open
+# range, not behind a bounded one that may be complete already. A clock off by more than this
+# is a problem of its own (README, "Known limits").
+CLOCK_MARGIN = dt.timedelta(minutes=15)
 
 
 def wrap(parent: Traversal) -> None:
@@ -88,16 +93,18 @@ def pick(parent: Traversal, busy: set[str], *, min_pages: int, page_size: int) -
 def split(parent: Traversal, rng: Traversal, now: dt.datetime) -> Traversal | None:
     """Cut `rng` at the midpoint, in time, of what it has left; the new range follows it.
 
-    The open last range's span ends "now" (records updated later land past it and are walked
-    by the new, open, range). None when the span has no instant strictly inside it.
+    The open last range's span ends "now" less `CLOCK_MARGIN` (records updated later land past
+    it and are walked by the new, open, range). Cuts are whole seconds. None when the span has
+    no such instant strictly inside it.
     """
     at = instant(rng.at)
     if at is None or not walking(rng):
         return None
-    upper = instant(rng.until) or now
+    upper = instant(rng.until) or now - CLOCK_MARGIN
     if upper <= at:
         return None
-    cut = at + (upper - at) / 2  # (a timedelta counts in microseconds, as `iso` writes)
+    cut = at + (upper - at) / 2
+    cut = cut.replace(microsecond=0)  # whole seconds: the reference's own form, for any server
     if not at < cut < upper:
         return None  # zero width: nothing lies strictly between
     new = start(RANGE, iso(cut), rng.until)

@@ -82,9 +82,13 @@ class RateLimiter:
                 # No reset known (window just rolled over, allowance reserved by other threads):
                 # wait briefly for a response to re-synchronise rather than overrun the window.
                 # (Never 0 here: 0 means "go, a slot is reserved".)
-                if self._reset_at is None:
+                if self._reset_at is not None:
+                    return self._reset_at - now + self._jitter()
+                if self._outstanding:
                     return max(_RESYNC_PAUSE, self._jitter())
-                return self._reset_at - now + self._jitter()
+                # Nothing in flight will ever answer (the requests since the rollover failed
+                # without headers): the documented rate until a response says more.
+                self._remaining = None
             while self._sent and now - self._sent[0] >= 60.0:
                 self._sent.popleft()
             # The documented rate only until the server's headers say otherwise: once they
@@ -140,7 +144,6 @@ class RateLimiter:
                 self._learn_window(self._passed, reset_at)
                 self._reset_at, self._remaining = reset_at, min(self._remaining, remaining)
             elif self._reset_at is None or reset_at > self._reset_at:
-                self._learn_window(self._reset_at, reset_at)
                 self._reset_at, self._remaining = reset_at, remaining
             elif reset_at == self._reset_at and self._remaining is not None:
                 self._remaining = min(self._remaining, remaining)
@@ -149,7 +152,9 @@ class RateLimiter:
             # else: an older window than the one we know; ignore it.
 
     def _learn_window(self, earlier: float | None, later: float) -> None:
-        """(Under the lock.) Two Resets apart by one window or more: the shortest gap seen."""
+        """(Under the lock.) The Reset we rolled past and the next window's: apart by one
+        window or more (idle windows between); the shortest gap seen. Only rollovers count: a
+        server whose Reset moves with every answer says nothing of a window's length."""
         if earlier is not None and later > earlier:
             gap = later - earlier
             self._window = gap if self._window is None else min(self._window, gap)

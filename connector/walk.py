@@ -239,7 +239,7 @@ def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, along: Along) 
         except (ApiError, TryLater, ContractViolation) as exc:
             report.gate.release()
             with along.guard():
-                _failed(spec, report, out, exc)
+                failed(spec, report, out, exc)
             return False
         pages += 1
         with along.guard():
@@ -312,7 +312,7 @@ def halted(report: RunReport, out: ResourceOutcome) -> bool:
     return False
 
 
-def _failed(
+def failed(
     spec: ResourceSpec,
     report: RunReport,
     out: ResourceOutcome,

@@ -78,7 +78,7 @@ def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loa
     first, listed = _list(sb)["data"], _in_order(sb)
     since, a = _stamps(first)[0], _stamps(first)[-1]
     until = _stamps(listed)[-1] + dt.timedelta(seconds=1)  # the whole list
-    cut = a + (until - a) / 2
+    cut = (a + (until - a) / 2).replace(microsecond=0)  # cuts are whole seconds
     ordered = [r["id"] for r in listed[PAGE:] if "id" in r]
     for rid in ordered[:60] + ordered[250:280]:  # right after page 1, and 30 far from it
         stamp = _stamp(cut)

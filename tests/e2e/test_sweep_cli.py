@@ -72,8 +72,9 @@ def test_sigkill_mid_sweep_then_rerun_marks_the_same_rows(
     rerun = run_cli("sweep", *ORDERS, env=env, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     rerun_requests = requests_sent(sb) - before - killed
-    # Resumed from the last committed chunk (plus what ranges cost: see `splits_in`).
-    slack = splits_in((tmp_path / "killed.log").read_text(), rerun.stderr) + 1
+    # Resumed from the last committed chunk (plus what ranges cost, see `splits_in`, and a
+    # sweep in ranges' last request: the whole list's meta.total).
+    slack = splits_in((tmp_path / "killed.log").read_text(), rerun.stderr) + 2
     assert rerun_requests <= PAGES - seen + slack
     rows = query(db, "select id from ciklek.orders where _ciklek_deleted_at is not null")
     assert {r[0] for r in rows} == set(gone)

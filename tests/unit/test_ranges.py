@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from connector.ranges import (
+    CLOCK_MARGIN,
     after_page,
     complete,
     pending,
@@ -18,7 +19,7 @@ from connector.ranges import (
 from connector.traversal import PageFacts, ResourceState, Traversal, accept_page, iso, start
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-NOW = dt.datetime(2026, 1, 11, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 1, 11, tzinfo=dt.UTC) + CLOCK_MARGIN  # the open range's span: to day 10
 
 
 def at(days: float) -> dt.datetime:
@@ -71,10 +72,24 @@ def test_split_cuts_a_bounded_range_halfway_to_its_end_and_passes_its_tail_on() 
     assert (new.tail_total, first.tail_total) == (40, None)
 
 
+def test_cuts_are_whole_seconds_and_keep_clear_of_the_local_clock() -> None:
+    parent = start("full", None)
+    wrap(parent)
+    walked(parent, last_at=at(2) + dt.timedelta(microseconds=300_001))
+    now = at(2) + dt.timedelta(seconds=3) + CLOCK_MARGIN
+    new = split(parent, parent.ranges[0], now)
+    assert new is not None and new.since == iso(at(2) + dt.timedelta(seconds=1))
+    # A range whose records reach within the margin of "now": nothing to cut.
+    again = start("full", None)
+    wrap(again)
+    walked(again, last_at=now - CLOCK_MARGIN / 2)
+    assert split(again, again.ranges[0], now) is None
+
+
 def test_split_never_cuts_a_range_of_zero_width() -> None:
     parent = start("window", iso(T0), iso(at(1)))
     wrap(parent)
-    walked(parent, last_at=at(1) - dt.timedelta(microseconds=1))  # nothing strictly inside
+    walked(parent, last_at=at(1) - dt.timedelta(milliseconds=1))  # no whole second inside
     assert split(parent, parent.ranges[0], NOW) is None
     assert len(parent.ranges) == 1 and parent.ranges[0].until == iso(at(1))
 
