@@ -64,6 +64,7 @@ class RateLimiter:
         self._reset_at: float | None = None
         self._passed: float | None = None  # the last Reset we rolled past
         self._window: float | None = None  # seconds between two Resets: the window's length
+        self._lowest: int | None = None  # the lowest Remaining the current window's answers told
         # Requests in flight: every reservation is numbered (a ticket the reserving thread
         # keeps) until its response's headers come back (`observe`) or it fails (`settle`).
         self._seq = 0
@@ -119,9 +120,9 @@ class RateLimiter:
 
         A header counts the requests the server admitted up to the one it answers, not those
         still in flight (several workers send at once): the allowance left *now* is taken as
-        the header's figure less every other request of ours in flight. That is exact when
-        answers come back in the order requests were admitted, and errs low otherwise (the
-        window's next header cannot raise it again: only a new window does). Never high: a
+        the window's lowest Remaining so far less every request of ours still in flight. That
+        is exact when answers come back in the order requests were admitted and errs low
+        otherwise, until nothing is in flight: then it is exact again. Never high: a
         self-caused 429 costs a whole window's wait.
         """
         limit = _int_header(headers, "x-ratelimit-limit")
@@ -133,23 +134,29 @@ class RateLimiter:
             self._forget(ticket, self._clock())
             if remaining is None or reset_at is None:
                 return
-            remaining = max(0, remaining - len(self._outstanding))
             if limit is not None:
                 self._limit = limit
             if self._passed is not None and reset_at <= self._passed:
                 return  # a late response from a window that already ended: it says nothing now
-            if self._reset_at is None and self._passed is not None and self._remaining is not None:
-                # The first response of the window we rolled into: our own count since the
-                # rollover is an upper bound too.
-                self._learn_window(self._passed, reset_at)
-                self._reset_at, self._remaining = reset_at, min(self._remaining, remaining)
-            elif self._reset_at is None or reset_at > self._reset_at:
-                self._reset_at, self._remaining = reset_at, remaining
-            elif reset_at == self._reset_at and self._remaining is not None:
-                self._remaining = min(self._remaining, remaining)
-            elif reset_at == self._reset_at:
-                self._remaining = remaining
-            # else: an older window than the one we know; ignore it.
+            if self._reset_at is not None and reset_at < self._reset_at:
+                return  # an older window than the one we know
+            rolled = self._reset_at is None and self._passed is not None
+            if self._reset_at is None or reset_at > self._reset_at:  # a window new to us
+                if rolled:
+                    self._learn_window(self._passed, reset_at)
+                # After our own rollover, our count since then bounds it too.
+                bound = self._remaining if rolled else None
+                self._reset_at, self._lowest = reset_at, remaining
+            else:
+                bound = self._remaining
+                self._lowest = remaining if self._lowest is None else min(self._lowest, remaining)
+            # The window's lowest Remaining is the latest the server told (answers may come
+            # out of order); less our requests still in flight. With none in flight it is
+            # exact, and may give back what an earlier, cautious estimate held back.
+            estimate = max(0, self._lowest - len(self._outstanding))
+            if self._outstanding and bound is not None:
+                estimate = min(bound, estimate)
+            self._remaining = estimate
 
     def _learn_window(self, earlier: float | None, later: float) -> None:
         """(Under the lock.) The Reset we rolled past and the next window's: apart by one

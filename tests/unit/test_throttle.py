@@ -229,14 +229,69 @@ def test_first_header_after_a_rollover_keeps_the_requests_still_in_flight() -> N
     limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
     limiter.observe(headers(5, 0, T0 + 5))
     ft.now = T0 + 5  # the window rolled over: a fresh allowance of 5
-    assert admitted_without_wait(limiter, most=3) == 3
-    limiter.observe(headers(5, 4, T0 + 10))
+    answer, finish = threading.Event(), threading.Event()
+    reserved = threading.Semaphore(0)
+
+    def worker(first: bool) -> None:
+        assert limiter.delay() == 0.0
+        reserved.release()
+        if first:
+            answer.wait(5)
+            limiter.observe(headers(5, 4, T0 + 10))
+            finish.set()
+
+    threads = [threading.Thread(target=worker, args=(n == 0,)) for n in range(3)]
+    for t in threads:
+        t.start()
+        assert reserved.acquire(timeout=5)  # each in flight, one per worker
+    answer.set()
+    assert finish.wait(5)
     assert admitted_without_wait(limiter) == 2
-    # A header lower than our own count (another user of the key) still wins.
-    ft.now = T0 + 10
-    assert admitted_without_wait(limiter, most=1) == 1
-    limiter.observe(headers(5, 1, T0 + 15))
+    for t in threads:
+        t.join()
+
+
+def test_a_header_lower_than_our_own_count_wins() -> None:
+    """Another user of the key spent part of the window: its answer is the truth."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(5, 0, T0 + 5))
+    ft.now = T0 + 5
+    assert admitted_without_wait(limiter, most=1) == 1  # our count: 4 left
+    limiter.observe(headers(5, 1, T0 + 10))
     assert admitted_without_wait(limiter) == 1
+
+
+def test_with_nothing_in_flight_the_windows_lowest_answer_is_exact_again() -> None:
+    """Two workers (limit 10); the server admits 1 then 2, but 2's answer comes first: 8 left
+    less 1 still in flight = 7, cautious. Once 1's answer is in, nothing is in flight: 8."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
+    limiter.observe(headers(10, 10, T0 + 5))
+    go = {n: threading.Event() for n in (1, 2)}
+    done = {n: threading.Event() for n in (1, 2)}
+    answers = {1: 9, 2: 8}
+    reserved = threading.Semaphore(0)
+
+    def worker(n: int) -> None:
+        assert limiter.delay() == 0.0
+        reserved.release()
+        go[n].wait(5)
+        limiter.observe(headers(10, answers[n], T0 + 5))
+        done[n].set()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+        assert reserved.acquire(timeout=5)
+    go[2].set()
+    assert done[2].wait(5)
+    assert limiter.remaining == 7  # cautious: worker 1 may have been admitted after 2
+    go[1].set()
+    assert done[1].wait(5)
+    assert limiter.remaining == 8  # exact: 2 of 10 admitted, nothing in flight
+    for t in threads:
+        t.join()
 
 
 def test_the_first_header_of_a_run_leaves_out_requests_reserved_after_it() -> None:
