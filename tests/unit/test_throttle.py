@@ -262,36 +262,49 @@ def test_a_header_lower_than_our_own_count_wins() -> None:
     assert admitted_without_wait(limiter) == 1
 
 
+class InFlight:
+    """Workers that each reserve one request now (in the order of `answers`) and observe its
+    answer (`Remaining` = `answers[n]`) only when told: answers in any order."""
+
+    def __init__(self, limiter: RateLimiter, limit: int, answers: dict[int, int]) -> None:
+        self.go = {n: threading.Event() for n in answers}
+        self.done = {n: threading.Event() for n in answers}
+        reserved = threading.Semaphore(0)
+
+        def worker(n: int) -> None:
+            assert limiter.delay() == 0.0
+            reserved.release()
+            self.go[n].wait(5)
+            limiter.observe(headers(limit, answers[n], T0 + 5))
+            self.done[n].set()
+
+        self.threads = []
+        for n in sorted(answers):
+            self.threads.append(threading.Thread(target=worker, args=(n,)))
+            self.threads[-1].start()
+            assert reserved.acquire(timeout=5)  # reserved in order, one in flight per worker
+
+    def answer(self, n: int) -> None:
+        self.go[n].set()
+        assert self.done[n].wait(5)
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(5)
+
+
 def test_with_nothing_in_flight_the_windows_lowest_answer_is_exact_again() -> None:
     """Two workers (limit 10); the server admits 1 then 2, but 2's answer comes first: 8 left
     less 1 still in flight = 7, cautious. Once 1's answer is in, nothing is in flight: 8."""
     ft = FakeTime()
     limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
     limiter.observe(headers(10, 10, T0 + 5))
-    go = {n: threading.Event() for n in (1, 2)}
-    done = {n: threading.Event() for n in (1, 2)}
-    answers = {1: 9, 2: 8}
-    reserved = threading.Semaphore(0)
-
-    def worker(n: int) -> None:
-        assert limiter.delay() == 0.0
-        reserved.release()
-        go[n].wait(5)
-        limiter.observe(headers(10, answers[n], T0 + 5))
-        done[n].set()
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2)]
-    for t in threads:
-        t.start()
-        assert reserved.acquire(timeout=5)
-    go[2].set()
-    assert done[2].wait(5)
+    workers = InFlight(limiter, 10, {1: 9, 2: 8})
+    workers.answer(2)
     assert limiter.remaining == 7  # cautious: worker 1 may have been admitted after 2
-    go[1].set()
-    assert done[1].wait(5)
+    workers.answer(1)
     assert limiter.remaining == 8  # exact: 2 of 10 admitted, nothing in flight
-    for t in threads:
-        t.join()
+    workers.join()
 
 
 def test_the_first_header_of_a_run_leaves_out_requests_reserved_after_it() -> None:
@@ -325,30 +338,12 @@ def test_answers_out_of_admission_order_never_raise_the_count_above_the_truth() 
     ft = FakeTime()
     limiter = RateLimiter(clock=ft.clock, jitter=lambda: 0.0)
     limiter.observe(headers(4, 4, T0 + 5))
-    answers = {1: 3, 3: 2, 2: 1}  # worker -> Remaining in its answer (admitted 1, 3, 2)
-    go = {n: threading.Event() for n in answers}
-    done = {n: threading.Event() for n in answers}
-    reserved = threading.Semaphore(0)
-
-    def worker(n: int) -> None:
-        assert limiter.delay() == 0.0
-        reserved.release()
-        go[n].wait(5)
-        limiter.observe(headers(4, answers[n], T0 + 5))
-        done[n].set()
-
-    threads = []
-    for n in (1, 2, 3):
-        threads.append(threading.Thread(target=worker, args=(n,)))
-        threads[-1].start()
-        assert reserved.acquire(timeout=5)  # reserved in order 1, 2, 3
+    workers = InFlight(limiter, 4, {1: 3, 3: 2, 2: 1})  # the Remaining each answer tells
     seen = []
     for n in (1, 3, 2):
-        go[n].set()
-        assert done[n].wait(5)
+        workers.answer(n)
         seen.append(limiter.remaining)
-    for t in threads:
-        t.join()
+    workers.join()
     assert seen == [1, 1, 1]
 
 
