@@ -159,20 +159,11 @@ def pending(parent: Traversal) -> list[Traversal]:
     return [r for r in parent.ranges if not r.parked]
 
 
-def describe(parent: Traversal) -> str:
-    """For logs and `status`: the ranges as `[since, until)` spans."""
-    return ", ".join(
-        f"[{r.since or '-'}, {r.until or '-'}){' parked' if r.parked else ''}"
-        for r in parent.ranges
-    )
-
-
 __all__ = [
+    "CLOCK_MARGIN",
     "RANGE",
     "after_page",
     "complete",
-    "describe",
-    "iso",
     "pending",
     "pick",
     "records_left",
