@@ -263,3 +263,16 @@ def test_stored_cursors_of_every_range_rejected_restart_each_range(
     assert {r[0]: r[1] for r in rows} == {
         rid: _instant(r["updated_at"]) for rid, r in truth.items()
     }
+
+
+def test_fast_pages_never_split_so_a_backfill_costs_its_pages_only(
+    sandbox_factory: Any, clean_env: Path
+) -> None:
+    # Pages answered in a few ms: one worker keeps up with any allowance, a split would only
+    # cost a request (bench sections 1-4 stay at the minimum for this reason).
+    sb = _sandbox(sandbox_factory)
+    env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
+    result = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not SPLIT.search(result.stderr)
+    assert requests_sent(sb) == 20  # 400 orders, pages of 20: the minimum
