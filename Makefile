@@ -33,10 +33,14 @@ test: install
 	@dsn=$$(bash scripts/postgres.sh start) || dsn=""; \
 	CIKLEK_TEST_PG_DSN="$$dsn" $(PY) -m pytest -q -n 2 --dist loadfile -p no:cacheprovider tests
 
+# Layers and cycles (import-linter, contracts in pyproject.toml) and the one rule it cannot
+# express (no connector import inside a function outside connector/cli/).
 lint: install
-	$(VENV)/bin/ruff check connector tests bench pipelines
-	$(VENV)/bin/ruff format --check connector tests bench pipelines
+	$(VENV)/bin/ruff check connector tests bench pipelines scripts
+	$(VENV)/bin/ruff format --check connector tests bench pipelines scripts
 	$(VENV)/bin/mypy connector pipelines
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_function_imports.py
 
 bench: install
 	$(PY) bench/run.py

@@ -1,8 +1,8 @@
 """Normalisation throughput: raw page bytes → DuckDB with merge, three ways, in one run.
 
 (a) dlt's dict path: pages parsed to dicts, dlt infers types and unnests ``line_items`` itself.
-(b) our Arrow path: ``client.parse_json`` + ``normalize.build_batch`` per chunk of pages, loaded
-    with the same hints as ``connector.source`` (orders merge on ``id``; line items delete-insert
+(b) our Arrow path: ``responses.parse_json`` + ``normalize.build_batch`` per chunk of pages, loaded
+    with the hints of ``connector.runs.source`` (orders merge on ``id``; line items delete-insert
     on ``order_id`` with the tombstone column; rejects appended).
 (c) the floor: dlt alone loading the Arrow tables of (b), prebuilt before the clock starts.
 
@@ -32,15 +32,15 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 import dlt
 
+from connector.api.responses import parse_json
 from connector.catalogue import CATALOGUE
-from connector.client import parse_json
-from connector.normalize import build_batch, rejects_table
-from connector.source import REJECT_HINTS, _child_hints
+from connector.records.normalize import build_batch, rejects_table
+from connector.runs.source import REJECT_HINTS, _child_hints
 
 TARGET_ORDERS_PER_SECOND = 25_000
 TARGET_RATIO_TO_FLOOR = 1.35
 PAGE_SIZE = 100
-CHUNK_PAGES = 100  # connector.settings default checkpoint_pages
+CHUNK_PAGES = 100  # connector.config.settings default checkpoint_pages
 ITEMS_PER_ORDER = 3
 SPEC = CATALOGUE["orders"]
 _OFFSETS = ("Z", "+05:30", "-08:00", "+09:00", "-03:30")
@@ -106,7 +106,7 @@ def _pipeline(workdir: Path, name: str) -> Any:
 
 
 def _arrow_tables(pages: list[bytes]) -> Iterator[Any]:
-    """What connector.source._traverse yields: per chunk, latest version per id, then batches."""
+    """What runs.source._traverse yields: per chunk, latest version per id, then batches."""
     child_hints = _child_hints(SPEC)
     for start in range(0, len(pages), CHUNK_PAGES):
         latest: dict[str, Any] = {}
@@ -131,7 +131,7 @@ def _arrow_tables(pages: list[bytes]) -> Iterator[Any]:
 
 
 def _orders_resource(gen: Callable[[], Iterator[Any]]) -> Any:
-    # The same resource-level hints as connector.source.make_resource.
+    # The same resource-level hints as connector.runs.source.make_resource.
     return dlt.resource(gen, name="orders", write_disposition="merge", primary_key="id")
 
 

@@ -3,15 +3,24 @@
 The public face: `ciklek_source` (the dlt source), `run_sync` with `SyncOptions`/`SyncResult`
 (one checkpointed, quota-aware sync run), `CiklekClient` (the HTTP client) and the error tree.
 
-Importing this package changes nothing global (no `os.environ` defaults, no logging setup): a
-host process such as Dagster keeps its own dlt settings. The exports are resolved lazily, on
-first attribute access, so `import connector.sandbox` (the local server) loads none of dlt,
-httpx or tenacity, and `import connector` alone stays cheap.
+Importing this package changes nothing global but one thing: it registers a finder that answers
+only for the module paths of earlier releases (`connector.client`, `connector.sync`, ...), so
+`from connector.client import CiklekClient` keeps working now that the modules live in layers
+(`connector.api.client`). No `os.environ` defaults, no logging setup: a host process such as
+Dagster keeps its own dlt settings. The exports are resolved lazily, on first attribute access,
+so `import connector.sandbox` (the local server) loads none of dlt, httpx or tenacity, and
+`import connector` alone stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -19,16 +28,22 @@ __version__ = "0.1.0"
 _ERRORS = (
     "ApiError",
     "BadRequest",
+    "BrokenPagination",
     "BudgetSpent",
     "CiklekError",
     "CiklekUnavailable",
     "ConfigError",
     "ContractViolation",
+    "DestinationCredentialsRefused",
+    "DestinationNeedsPerson",
+    "DestinationUnavailable",
     "LockHeld",
     "MissingScope",
     "NotFound",
     "QuotaExhausted",
+    "RejectsFound",
     "StopRequested",
+    "SyncFailed",
     "TryLater",
     "Unauthorized",
     "ValidationFailed",
@@ -36,25 +51,36 @@ _ERRORS = (
 
 # export name -> the module that defines it (imported on first access only)
 _EXPORTS: dict[str, str] = {
-    "ciklek_source": "connector.source",
-    "run_sync": "connector.sync",
-    "SyncOptions": "connector.sync",
-    "SyncResult": "connector.sync",
-    "CiklekClient": "connector.client",
+    "ciklek_source": "connector.runs.source",
+    "run_sync": "connector.runs.sync",
+    "SyncOptions": "connector.runs.options",
+    "SyncResult": "connector.runs.result",
+    "CiklekClient": "connector.api.client",
     **dict.fromkeys(_ERRORS, "connector.errors"),
-    "RejectsFound": "connector.outcome",
-    "SyncFailed": "connector.outcome",
+}
+
+# The module paths of releases before the layers, and where their contents live now.
+_MOVED: dict[str, str] = {
+    "connector.client": "connector.api.client",
+    "connector.sync": "connector.runs.sync",
+    "connector.source": "connector.runs.source",
+    "connector.outcome": "connector.runs.result",
+    "connector.settings": "connector.config.settings",
 }
 
 __all__ = [
     "ApiError",
     "BadRequest",
+    "BrokenPagination",
     "BudgetSpent",
     "CiklekClient",
     "CiklekError",
     "CiklekUnavailable",
     "ConfigError",
     "ContractViolation",
+    "DestinationCredentialsRefused",
+    "DestinationNeedsPerson",
+    "DestinationUnavailable",
     "LockHeld",
     "MissingScope",
     "NotFound",
@@ -73,27 +99,34 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what mypy and editors see; at run time `__getattr__` below does the work
-    from connector.client import CiklekClient
+    from connector.api.client import CiklekClient
     from connector.errors import (
         ApiError,
         BadRequest,
+        BrokenPagination,
         BudgetSpent,
         CiklekError,
         CiklekUnavailable,
         ConfigError,
         ContractViolation,
+        DestinationCredentialsRefused,
+        DestinationNeedsPerson,
+        DestinationUnavailable,
         LockHeld,
         MissingScope,
         NotFound,
         QuotaExhausted,
+        RejectsFound,
         StopRequested,
+        SyncFailed,
         TryLater,
         Unauthorized,
         ValidationFailed,
     )
-    from connector.outcome import RejectsFound, SyncFailed
-    from connector.source import ciklek_source
-    from connector.sync import SyncOptions, SyncResult, run_sync
+    from connector.runs.options import SyncOptions
+    from connector.runs.result import SyncResult
+    from connector.runs.source import ciklek_source
+    from connector.runs.sync import run_sync
 
 
 def __getattr__(name: str) -> object:
@@ -108,3 +141,24 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`import connector.client` (an old path) gives the module that lives there now."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the module is the one at its new path, already imported."""
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())

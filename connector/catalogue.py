@@ -1,9 +1,10 @@
 """The resources as data: endpoint, scope, keys and every documented field's type.
 
 Why data and not code: the endpoint catalogue is a *named assumption* (Ciklek's per-endpoint
-pages are not public, see README "API assumptions"). Keeping it here, in one table, means adding
-an endpoint or correcting an assumption is an edit to this file or to `.dlt/config.toml`
-(`[sources.ciklek.catalogue.<resource>]`, `money_fields`, `exclude_fields`) and nothing else.
+pages are not public, see docs/configuration.md, "API assumptions"). Keeping it here, in one
+table, means adding an endpoint or correcting an assumption is an edit to this file or to
+`.dlt/config.toml` (`[sources.ciklek.catalogue.<resource>]`, `money_fields`, `exclude_fields`)
+and nothing else.
 """
 
 from __future__ import annotations

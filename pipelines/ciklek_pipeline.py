@@ -15,7 +15,7 @@ overlapping run exits 75 without touching anything):
 
     17 * * * *  cd /srv/ciklek && .venv/bin/python pipelines/ciklek_pipeline.py >> sync.log 2>&1
 
-Exit codes (the same as `ciklek sync`; README "Exit codes", `connector.errors.EXIT_CODES`):
+Exit codes (the same as `ciklek sync`; docs/commands.md, `connector.errors.EXIT_CODES`):
 
     0   completed (resources skipped for a scope you did not name are listed, not fatal)
     75  try again later, progress kept: daily quota or run budget spent, the API still failing
@@ -40,9 +40,10 @@ import sys
 from collections.abc import Sequence
 
 from connector import CiklekError, SyncOptions, SyncResult, run_sync
-from connector.jsonlog import EventLog, emit_outcome, json_log
-from connector.outcome import exit_code_for
-from connector.settings import scrub
+from connector.cli.tables import summary
+from connector.config.redaction import scrub
+from connector.errors import explain
+from connector.runs.events import EventLog, emit_outcome, json_log
 
 LOG = logging.getLogger("ciklek_pipeline")
 
@@ -89,17 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = json_log(args.log_format)  # before the run: a config error is a JSON line too
     try:
         result = sync_once(args)
-    except CiklekError as exc:  # found before any request: bad config, the lock held
-        report_error(events, f"ciklek: {exc}")
-        return exit_code_for(exc)
-    except Exception as exc:
-        if args.debug:
-            raise
-        report_error(events, f"ciklek: unexpected error (a bug): {type(exc).__name__}: {exc}")
-        return 1
+    except Exception as exc:  # found before any request (bad config, the lock held), or a bug
+        if args.debug and not isinstance(exc, CiklekError):
+            raise  # a bug: the traceback says where
+        explained = explain(exc)  # the same map as `ciklek sync`
+        report_error(events, f"ciklek: {explained.line}")
+        return explained.code
     if events is not None:
         return emit_outcome(events, result)
-    print(scrub(summary_text(result)))
+    print(scrub(summary(result)))
     return result.exit_code
 
 
@@ -109,13 +108,6 @@ def report_error(events: EventLog | None, message: str) -> None:
         events.emit("error", {"message": scrub(message)})
     else:
         print(scrub(message), file=sys.stderr)
-
-
-def summary_text(result: SyncResult) -> str:
-    """The summary `ciklek sync` prints (the same table, from the same result)."""
-    from connector.report import summary
-
-    return summary(result)
 
 
 if __name__ == "__main__":

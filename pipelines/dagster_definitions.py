@@ -25,7 +25,7 @@ One multi-asset (`can_subset=True`): `ciklek/orders`, `ciklek/order_line_items`,
 With `accounts` (setting or `make_definitions(accounts=[...])`) the asset is partitioned, one
 static partition per account: pipeline = the account, dataset `ciklek_<account>`, key
 `[<account>.sources.ciklek] api_key` (`<ACCOUNT>__SOURCES__CIKLEK__API_KEY`), never the unscoped
-one. README "Schedule with Dagster" has the run-concurrency snippet.
+one. docs/scheduling.md has the run-concurrency snippet.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at runtime.
@@ -53,20 +53,22 @@ from dagster import (
     multi_asset,
 )
 
-from connector.accounts import account_dataset, configured_accounts, require_scoped_key
+from connector.config.accounts import account_dataset, configured_accounts, require_scoped_key
+from connector.config.redaction import scrub
+from connector.config.settings import load_settings
 from connector.errors import (
+    EXIT_BUG,
     EXIT_OK,
     EXIT_STRICT,
     EXIT_TEMPFAIL,
     BudgetSpent,
-    CiklekError,
-    ConfigError,
     QuotaExhausted,
     StopRequested,
-    TryLater,
+    explain,
 )
-from connector.settings import load_settings, scrub
-from connector.sync import SyncOptions, SyncResult, run_sync
+from connector.runs.options import SyncOptions
+from connector.runs.result import SyncResult
+from connector.runs.sync import run_sync
 
 PIPELINE_NAME = "ciklek_dagster"
 DATASET = "ciklek"
@@ -208,17 +210,14 @@ def _sync(
             duckdb_file=config.duckdb_file,
         )
         return run_sync(options, settings=settings)
-    except ConfigError as exc:
-        raise Failure(scrub(f"ciklek: configuration: {exc}"), allow_retries=False) from None
-    except TryLater as exc:  # the lock held, the destination locked: before any request
-        raise RetryRequested(config.max_retries, seconds_to_wait=RETRY_SECONDS) from exc
-    except CiklekError as exc:
-        raise Failure(scrub(f"ciklek: {exc}"), allow_retries=False) from None
-    except Exception as exc:
-        raise Failure(
-            scrub(f"ciklek: unexpected error (a bug): {type(exc).__name__}: {exc}"),
-            allow_retries=False,
-        ) from exc
+    except Exception as exc:  # raised before the run's result: the one map says what it means
+        explained = explain(exc)
+        if explained.code == EXIT_TEMPFAIL:  # the lock held, the destination locked
+            raise RetryRequested(config.max_retries, seconds_to_wait=RETRY_SECONDS) from exc
+        bug = explained.code == EXIT_BUG
+        raise Failure(scrub(f"ciklek: {explained.line}"), allow_retries=False) from (
+            exc if bug else None
+        )
 
 
 def _raise_for_outcome(result: SyncResult, config: AssetsConfig) -> None:

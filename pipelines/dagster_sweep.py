@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dagster import Config, Failure, JobDefinition, OpExecutionContext, job, op
 
 from connector.errors import EXIT_OK, EXIT_TEMPFAIL
-from connector.sync import SyncOptions, run_sync
+from connector.runs.options import SyncOptions
+from connector.runs.sync import run_sync
 
 PIPELINE_NAME = "ciklek_dagster"  # the assets' pipeline (dagster_definitions.PIPELINE_NAME)
 DATASET = "ciklek"

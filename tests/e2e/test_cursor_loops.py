@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from connector.traversal import MAX_STALE_PAGES
+from connector.traversal.state import MAX_STALE_PAGES
 from tests.helpers import run_cli
 
 MAX_REQUESTS = 200  # the server refuses more: a guard that failed cannot spin forever

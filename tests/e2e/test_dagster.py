@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from connector.throttle import _REGISTRY
+from connector.api.limiter import _REGISTRY
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import REPO_ROOT, SandboxProcess
 

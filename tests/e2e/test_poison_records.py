@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from connector.catalogue import CATALOGUE
-from connector.undocumented import EXTRA_COLUMN, MAX_EXTRA_COLUMNS, MAX_NESTING
+from connector.records.undocumented import EXTRA_COLUMN, MAX_EXTRA_COLUMNS, MAX_NESTING
 from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 

@@ -7,9 +7,9 @@ import math
 import re
 from pathlib import Path
 
-from connector.ledger import QuotaLedger, RequestLog
-from connector.progress import ProgressReporter
-from connector.run import ResourceOutcome
+from connector.api.ledger import QuotaLedger, RequestLog
+from connector.runs.progress import ProgressReporter
+from connector.traversal.run_report import ResourceOutcome
 from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 

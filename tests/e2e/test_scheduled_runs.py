@@ -21,7 +21,7 @@ from connector import (
     Unauthorized,
     run_sync,
 )
-from connector.throttle import _REGISTRY
+from connector.api.limiter import _REGISTRY
 from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import set_env

@@ -22,7 +22,7 @@ from connector import (
     Unauthorized,
     ciklek_source,
 )
-from connector.throttle import _REGISTRY
+from connector.api.limiter import _REGISTRY
 from tests.helpers import query
 from tests.hostile_server import HostileServer, json_answer
 from tests.sandbox_proc import REPO_ROOT, SandboxProcess

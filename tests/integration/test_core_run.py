@@ -9,9 +9,10 @@ import dlt
 import pytest
 from dlt.common.runtime import anon_tracker
 
-import connector.sync
-from connector.compose import dlt_run_settings
-from connector.sync import SyncOptions, run_sync
+import connector.runs.sync
+from connector.runs.compose import dlt_run_settings
+from connector.runs.options import SyncOptions
+from connector.runs.sync import run_sync
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import SANDBOX_FLAGS, fast_env, set_env
 
@@ -32,14 +33,14 @@ def test_a_run_applies_dlt_defaults_without_touching_the_environment(
     sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, object] = {}
-    chunks = connector.sync._chunks
+    chunks = connector.runs.sync._chunks
 
     def spy(*args: object, **kwargs: object) -> None:
         seen["log_level"] = dlt.config.get("runtime.log_level")
         seen["telemetry"] = anon_tracker._ANON_TRACKER_ENDPOINT is not None
         chunks(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(connector.sync, "_chunks", spy)
+    monkeypatch.setattr(connector.runs.sync, "_chunks", spy)
     before = dict(os.environ)
     result = run_sync(SyncOptions(resources=["customers"], progress=False))
     assert result.exit_code == 0

@@ -15,12 +15,10 @@ import dlt
 import duckdb
 import pytest
 
-from connector.destination_check import open_destination, publish_read_copy
-from connector.destination_faults import (
-    DestinationUnavailable,
-    FaultKind,
-    classify,
-)
+from connector.errors import DestinationUnavailable
+from connector.warehouse.checks import open_destination
+from connector.warehouse.faults import FaultKind, classify
+from connector.warehouse.read_copy import publish_read_copy
 from tests.duckdb_holder import Holder
 from tests.helpers import tmpfs
 
@@ -55,7 +53,7 @@ def test_duckdb_file_held_by_another_process_is_try_later_naming_the_holder(
                 sleep=lambda s: None, clock=iter([0.0, 1.0, 2.0, 3.0, 4.0]).__next__,
             )  # fmt: skip
         assert f"PID {holder.proc.pid}" in str(info.value)
-        assert info.value.fault is not None and info.value.fault.locked
+        assert info.value.locked
         assert waits == [2.0, 1.0]  # waited while time was left, then gave up
     finally:
         holder.close()
@@ -81,7 +79,7 @@ def test_postgres_unreachable_is_try_later(tmp_path: Path) -> None:
         open_destination(pipeline, "postgres", wait_seconds=30, sleep=lambda s: None)
     assert "unreachable" in str(info.value)
     assert "secretpw" not in str(info.value)
-    assert info.value.fault is not None and not info.value.fault.locked
+    assert not info.value.locked
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from connector.client import CiklekClient
-from connector.settings import ApiKey
+from connector.api.client import CiklekClient
+from connector.config.redaction import ApiKey
 from tests.helpers import query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 

@@ -99,7 +99,7 @@ def test_a_base_url_with_user_info_exits_2_and_never_prints_the_password(
 # forked from a large test process would report the parent's size, not its own.
 PEAK_RSS = """
 import re, resource, sys
-from connector.cli import main
+from connector.cli.app import main
 code = main(["check"])
 try:
     with open("/proc/self/status") as status:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.report import summary
-from connector.sync import SyncOptions, SyncResult, run_sync
+from connector.cli.tables import summary
+from connector.runs.options import SyncOptions
+from connector.runs.result import SyncResult
+from connector.runs.sync import run_sync
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (

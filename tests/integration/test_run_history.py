@@ -9,13 +9,8 @@ import dlt
 import pytest
 
 from connector.errors import ConfigError
-from connector.run_history import (
-    RunRecord,
-    last_complete_sync,
-    parse_age,
-    read_runs,
-    requests_on,
-)
+from connector.runs.freshness import parse_age
+from connector.warehouse.run_log import RunRecord, last_complete_sync, read_runs, requests_on
 from tests.helpers import DEFAULT_DB, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 

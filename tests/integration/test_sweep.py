@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from connector.sync import SyncOptions, SyncResult, run_sync
+from connector.runs.options import SyncOptions
+from connector.runs.result import SyncResult
+from connector.runs.sync import run_sync
 from tests.helpers import DEFAULT_DB, query, run_cli
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import api_records, fast_env, set_env

@@ -19,7 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.sync import SyncOptions, SyncResult, run_sync
+from connector.runs.options import SyncOptions
+from connector.runs.result import SyncResult
+from connector.runs.sync import run_sync
 from tests.helpers import query
 from tests.sandbox_proc import SandboxProcess
 

@@ -8,7 +8,7 @@ import zlib
 import httpx
 import pytest
 
-from connector.bounded_body import BodyTooLarge, BoundedDecoder
+from connector.api.bounded_body import BodyTooLarge, BoundedDecoder
 
 CAP = 1_000_000
 

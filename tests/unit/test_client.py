@@ -15,7 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.client import CiklekClient
+from connector.api.client import CiklekClient
+from connector.api.ledger import RequestLog
+from connector.api.limiter import RateLimiter
+from connector.config.redaction import ApiKey
 from connector.errors import (
     ApiError,
     BadRequest,
@@ -27,9 +30,6 @@ from connector.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from connector.ledger import RequestLog
-from connector.settings import ApiKey
-from connector.throttle import RateLimiter
 from tests.unit.fake_time import T0, FakeTime
 
 SECRET = "bsk_live_SENTINEL_unit_4c3b2a"

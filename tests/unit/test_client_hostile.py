@@ -14,7 +14,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from connector.client import CiklekClient, parse_json
+from connector.api.client import CiklekClient
+from connector.api.ledger import RequestLog
+from connector.api.limiter import RateLimiter, reset_instant
+from connector.api.responses import parse_json
+from connector.config.redaction import ApiKey
 from connector.errors import (
     ApiError,
     BadRequest,
@@ -23,9 +27,6 @@ from connector.errors import (
     ConfigError,
     ContractViolation,
 )
-from connector.ledger import RequestLog
-from connector.settings import ApiKey
-from connector.throttle import RateLimiter, reset_instant
 from tests.unit.fake_time import T0, FakeTime
 from tests.unit.test_client import SECRET, api_error, make_client, ok, rate_limited, scripted
 

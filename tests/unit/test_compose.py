@@ -9,11 +9,11 @@ import dlt
 import httpx
 import pytest
 
-import connector.compose
-from connector.client import CiklekClient
-from connector.compose import ClientLease
-from connector.settings import ApiKey
-from connector.source import ciklek_source
+import connector.runs.compose
+from connector.api.client import CiklekClient
+from connector.config.redaction import ApiKey
+from connector.runs.compose import ClientLease
+from connector.runs.source import ciklek_source
 
 
 class _Client:
@@ -74,7 +74,7 @@ def test_the_bare_source_closes_its_client_when_the_extract_ends(
         clients.append(client)
         return client
 
-    monkeypatch.setattr(connector.compose, "build_client", build_client)
+    monkeypatch.setattr(connector.runs.compose, "build_client", build_client)
     source = ciklek_source()
     assert clients == []  # building the source (Dagster does at load time) opens nothing
     pipeline = dlt.pipeline(

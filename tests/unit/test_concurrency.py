@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.concurrency import ChunkGate
+from connector.api.ledger import QuotaLedger, SweepQuota
+from connector.config.settings import load_settings
 from connector.errors import BudgetSpent, ConfigError
-from connector.ledger import QuotaLedger
-from connector.settings import load_settings
-from connector.sweep import SweepQuota
+from connector.traversal.gate import ChunkGate
 
 
 def test_many_threads_never_reserve_more_pages_than_the_chunk_allows() -> None:

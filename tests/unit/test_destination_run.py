@@ -16,24 +16,24 @@ import dlt
 import duckdb
 import pytest
 
-from connector.destination_faults import (
+from connector.config.settings import Settings, load_settings
+from connector.errors import (
+    CiklekError,
+    ConfigError,
     DestinationCredentialsRefused,
-    DestinationFault,
     DestinationNeedsPerson,
     DestinationUnavailable,
-    FaultKind,
+    QuotaExhausted,
 )
-from connector.destination_run import (
-    WaitLines,
-    check_read_copy,
+from connector.warehouse.checks import WaitLines, check_read_copy, destination_label
+from connector.warehouse.faults import (
+    DestinationFault,
+    FaultKind,
     destination_exit_code,
-    destination_label,
     may_record_run,
-    publish_after_run,
     stop_on_fault,
 )
-from connector.errors import CiklekError, ConfigError, QuotaExhausted
-from connector.settings import Settings, load_settings
+from connector.warehouse.read_copy import publish_after_run
 from tests.duckdb_holder import Holder
 
 
@@ -120,7 +120,7 @@ def test_a_recognised_fault_ends_the_loop_with_one_message_anything_else_propaga
     holder = Holder(db)
     result = Result()
     try:
-        with stop_on_fault(pipeline, result):
+        with stop_on_fault(destination_label(pipeline), result):
             duckdb.connect(str(db))  # what dlt's load meets when an analyst holds the file
     finally:
         holder.close()
@@ -131,7 +131,7 @@ def test_a_recognised_fault_ends_the_loop_with_one_message_anything_else_propaga
     assert (
         f"(PID {holder.pid})" in message and "progress is kept up to the last committed" in message
     )
-    with pytest.raises(ValueError), stop_on_fault(pipeline, Result()):
+    with pytest.raises(ValueError), stop_on_fault(destination_label(pipeline), Result()):
         raise ValueError("a bug stays a bug")
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connector.api.ledger import RequestLog
+from connector.cli.tables import _once
 from connector.errors import CiklekUnavailable, WrongBaseUrl
-from connector.jsonlog import EventLog, num, stamp
-from connector.ledger import RequestLog
-from connector.progress import ProgressReporter
-from connector.report import _once
-from connector.run import ResourceOutcome
+from connector.runs.events import EventLog, num
+from connector.runs.progress import ProgressReporter
+from connector.timefmt import stamp
+from connector.traversal.run_report import ResourceOutcome
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_client import BASE, api_error, make_client, ok
 
@@ -141,8 +142,8 @@ def test_each_message_once() -> None:
 def test_query_reads_the_flag_else_the_read_copy_else_the_last_runs_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connector.runstate import write_status
-    from connector.where import query_target
+    from connector.runs.status_file import write_status
+    from connector.runs.target import query_target
 
     monkeypatch.setenv("CIKLEK_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

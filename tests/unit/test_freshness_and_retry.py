@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from connector.errors import BudgetSpent, CiklekUnavailable, QuotaExhausted
-from connector.freshness import complete_entry, judge, local_last_complete
+from connector.runs.freshness import complete_entry, judge, local_last_complete
 from tests.sandbox_proc import REPO_ROOT
 
 NOW = dt.datetime.now(dt.UTC)

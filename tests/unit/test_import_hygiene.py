@@ -55,12 +55,15 @@ def test_sandbox_loads_none_of_dlt_httpx_tenacity() -> None:
 def test_lazy_exports_resolve_to_the_defining_modules() -> None:
     done = python(
         "import sys, connector\n"
-        "assert 'connector.sync' not in sys.modules and 'dlt' not in sys.modules\n"
-        "from connector import ciklek_source, run_sync, SyncOptions, CiklekClient\n"
-        "import connector.sync, connector.source, connector.client, connector.errors\n"
-        "assert run_sync is connector.sync.run_sync and SyncOptions is connector.sync.SyncOptions\n"
-        "assert ciklek_source is connector.source.ciklek_source\n"
-        "assert CiklekClient is connector.client.CiklekClient\n"
+        "assert 'connector.runs.sync' not in sys.modules and 'dlt' not in sys.modules\n"
+        "from connector import ciklek_source, run_sync, SyncOptions, SyncResult, CiklekClient\n"
+        "import connector.runs.sync, connector.runs.source, connector.api.client\n"
+        "import connector.runs.options, connector.runs.result, connector.errors\n"
+        "assert run_sync is connector.runs.sync.run_sync\n"
+        "assert SyncOptions is connector.runs.options.SyncOptions\n"
+        "assert SyncResult is connector.runs.result.SyncResult\n"
+        "assert ciklek_source is connector.runs.source.ciklek_source\n"
+        "assert CiklekClient is connector.api.client.CiklekClient\n"
         "for name in connector.__all__:\n"
         "    assert getattr(connector, name) is not None, name\n"
         "assert connector.TryLater is connector.errors.TryLater\n"
@@ -72,6 +75,32 @@ def test_lazy_exports_resolve_to_the_defining_modules() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "no attribute 'no_such_thing'" in done.stdout
+
+
+def test_module_paths_of_earlier_releases_still_import() -> None:
+    """`connector.client.CiklekClient`, `connector.sync.run_sync`: what users may have imported
+    before the layers keeps working, and is the very object at the new path."""
+    done = python(
+        "import sys\n"
+        "from connector.client import CiklekClient\n"
+        "from connector.sync import SyncOptions, SyncResult, run_sync\n"
+        "from connector.source import ciklek_source\n"
+        "from connector.outcome import RejectsFound, SyncFailed\n"
+        "from connector.settings import load_settings\n"
+        "import connector.api.client, connector.runs.sync, connector.errors\n"
+        "assert CiklekClient is connector.api.client.CiklekClient\n"
+        "assert run_sync is connector.runs.sync.run_sync\n"
+        "assert sys.modules['connector.sync'] is connector.runs.sync\n"
+        "assert RejectsFound is connector.errors.RejectsFound\n"
+        "import connector.sync\n"
+        "assert connector.sync.run_sync is run_sync\n"
+        "try:\n"
+        "    import connector.no_such_module\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "No module named 'connector.no_such_module'" in done.stdout
 
 
 # The CLI with the web server packages blocked, as on a production install without the extra.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from connector.api.ledger import QuotaLedger, read_ledger, used_on
 from connector.errors import BudgetSpent, ConfigError, TryLater
-from connector.ledger import QuotaLedger, read_ledger, used_on
-from connector.sync import parse_bound
+from connector.runs.options import parse_bound
 
 DAY1 = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC)
 
@@ -178,7 +178,7 @@ def test_a_ledger_in_a_dir_others_can_write_is_refused_before_any_charge(tmp_pat
 
 
 def test_request_log_record_takes_endpoint_and_status_only() -> None:
-    from connector.ledger import RequestLog
+    from connector.api.ledger import RequestLog
 
     log = RequestLog()
     log.record("/v1/orders", 429)

@@ -6,7 +6,7 @@ import pytest
 from dlt.common.destination import Destination
 
 from connector.errors import ConfigError
-from connector.merge_check import check_merge_support
+from connector.warehouse.merge_check import check_merge_support
 
 TABLES = ("orders", "order_line_items", "customers", "products")
 

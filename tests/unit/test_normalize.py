@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.api.responses import parse_json
 from connector.catalogue import build_catalogue
-from connector.client import parse_json
-from connector.normalize import (
+from connector.records.normalize import (
     DELETED_COLUMN,
     MONEY_TYPE,
     TIMESTAMP_TYPE,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from connector.catalogue import build_catalogue
-from connector.normalize import (
+from connector.records.normalize import (
     DELETED_COLUMN,
     Invalid,
     build_batch,
@@ -19,7 +19,7 @@ from connector.normalize import (
     parse_date,
     parse_instant,
 )
-from connector.undocumented import (
+from connector.records.undocumented import (
     EXTRA_COLUMN,
     MAX_EXTRA_COLUMNS,
     MAX_NESTING,

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from connector.cli.query import run_query
 from connector.errors import ConfigError
-from connector.query import run_query
 
 
 @pytest.fixture

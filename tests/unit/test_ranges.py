@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from connector.ranges import (
+from connector.timefmt import iso
+from connector.traversal.ranges import (
     CLOCK_MARGIN,
     after_page,
     complete,
@@ -16,7 +17,7 @@ from connector.ranges import (
     unpark,
     wrap,
 )
-from connector.traversal import PageFacts, ResourceState, Traversal, accept_page, iso, start
+from connector.traversal.state import PageFacts, ResourceState, Traversal, accept_page, start
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NOW = dt.datetime(2026, 1, 11, tzinfo=dt.UTC) + CLOCK_MARGIN  # the open range's span: to day 10

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from connector.config.settings import load_settings
 from connector.errors import ConfigError
-from connector.settings import load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,13 +16,17 @@ import duckdb
 import httpx
 import pytest
 
+from connector.api.client import CiklekClient
 from connector.catalogue import CATALOGUE
-from connector.client import CiklekClient
-from connector.compose import ClientLease, SourceRun
+from connector.config.redaction import ApiKey
+from connector.config.settings import load_settings
 from connector.errors import ContractViolation, Unauthorized
-from connector.run import RunConfig, RunReport
-from connector.settings import ApiKey, load_settings
-from connector.source import ciklek_source, iso, parse_instant
+from connector.records.normalize import parse_instant
+from connector.runs.compose import ClientLease, SourceSetup
+from connector.runs.source import ciklek_source
+from connector.timefmt import iso
+from connector.traversal.run_config import RunConfig
+from connector.traversal.run_report import RunReport
 
 KEY = ApiKey("bsk_test_edges")
 
@@ -52,7 +56,7 @@ def sync(tmp_path: Path, handler: Any, **config: Any) -> tuple[RunReport, Path]:
         "https://api.test/v1", KEY, transport=httpx.MockTransport(handler), sleep=lambda s: None
     )
     config.setdefault("page_size", 2)
-    run = SourceRun(
+    run = SourceSetup(
         CATALOGUE, ["customers"], ClientLease.borrowed(client), RunConfig(**config), RunReport()
     )
     db = tmp_path / "edges.duckdb"
@@ -62,7 +66,7 @@ def sync(tmp_path: Path, handler: Any, **config: Any) -> tuple[RunReport, Path]:
         dataset_name="ciklek",
         pipelines_dir=str(tmp_path / "pipelines"),
     )
-    pipeline.run(ciklek_source(run=run))
+    pipeline.run(ciklek_source(setup=run))
     return run.report, db
 
 

@@ -1,4 +1,4 @@
-"""`connector.statedir` and the run files: private modes, safe names, no symlink followed."""
+"""`connector.config.statedir` and the run files: private modes, safe names, no symlink followed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from connector.demo import check_replaceable, child_env
+from connector.cli.demo import check_replaceable, child_env
+from connector.config.statedir import check_pipeline_name, open_private, private_dir, replace_file
 from connector.errors import ConfigError
-from connector.runstate import lock_is_held, read_status, run_lock, write_status
-from connector.statedir import check_pipeline_name, open_private, private_dir, replace_file
+from connector.runs.lock import lock_is_held, run_lock
+from connector.runs.status_file import read_status, write_status
 
 
 def mode(path: Path) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from connector.api.ledger import SweepQuota
 from connector.errors import BudgetSpent
-from connector.sweep import Book, SweepQuota, Verdict, on_chunk
-from connector.traversal import (
+from connector.traversal.state import (
     PageFacts,
     ResourceState,
     ResumePoint,
@@ -19,6 +19,8 @@ from connector.traversal import (
     finish,
     restart,
 )
+from connector.traversal.sweep_state import SweepRecord, on_chunk
+from connector.warehouse.deletes import Verdict
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -53,28 +55,30 @@ def test_a_finished_sweep_moves_no_watermark_and_a_rejected_cursor_restarts_from
     assert state.watermark == "2026-11-01T00:00:00Z" and state.resume is None
 
 
-def test_book_keeps_threshold_quarantined_ids_and_a_completed_sweep_as_pending() -> None:
+def test_sweep_record_keeps_threshold_quarantined_ids_and_a_completed_sweep_as_pending() -> None:
     state = ResourceState()
     trav = begin(state, window=None, lookback_seconds=0, full_refresh=False, sweep=True)
-    on_chunk(state, trav, [{"record_id": "bad1"}, {"record_id": None}], complete=False)
-    book = Book.load(state.sweeps)
-    assert book.current is not None and book.current["quarantined"] == ["bad1"]
-    assert book.current["unkeyed"] == 1 and book.current["id"] == trav.id
-    threshold = book.current["threshold"]
+    first, later = "1764000000.000001", "1764000100.000002"  # two chunks' load ids
+    on_chunk(state, trav, [{"record_id": "bad1"}, {"record_id": None}], False, first)
+    record = SweepRecord.load(state.sweeps)
+    assert record.current is not None and record.current["quarantined"] == ["bad1"]
+    assert record.current["unkeyed"] == 1 and record.current["id"] == trav.id
+    assert record.current["threshold"] == first
     trav.last_total, trav.received = 40, 41
     finish(state, trav, [])  # as the source does when the last page came
-    on_chunk(state, trav, [{"record_id": "bad1"}, {"record_id": "bad2"}], complete=True)
-    book = Book.load(ResourceState.load(state.dump()).sweeps)
-    assert book.current is None and book.pending is not None
-    assert book.pending["threshold"] == threshold  # the first chunk's load id, kept
-    assert book.pending["quarantined"] == ["bad1", "bad2"]
-    assert book.pending["last_total"] == 40 and book.pending["completed_at"]
+    on_chunk(state, trav, [{"record_id": "bad1"}, {"record_id": "bad2"}], True, later)
+    record = SweepRecord.load(ResourceState.load(state.dump()).sweeps)
+    assert record.current is None and record.pending is not None
+    assert record.pending["threshold"] == first  # the first chunk's load id, kept
+    assert record.pending["quarantined"] == ["bad1", "bad2"]
+    assert record.pending["last_total"] == 40 and record.pending["completed_at"]
     # A new sweep replaces a pending result nobody applied.
     nxt = begin(state, window=None, lookback_seconds=0, full_refresh=False, sweep=True)
     assert nxt.id != trav.id
-    on_chunk(state, nxt, [], complete=False)
-    book = Book.load(state.sweeps)
-    assert book.pending is None and book.current is not None and book.current["id"] == nxt.id
+    on_chunk(state, nxt, [], False, later)
+    record = SweepRecord.load(state.sweeps)
+    assert record.pending is None and record.current is not None and record.current["id"] == nxt.id
+    assert record.current["threshold"] == later
 
 
 def quota(tmp_path: Path, *, budget: int = 100, reserve: int = 20, cap: int = 50) -> SweepQuota:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.settings import register_secret, scrub
-from connector.text import clean, clean_output
+from connector.config.redaction import register_secret, scrub
+from connector.printable import clean, clean_output
 
 ATTACKS = {
     "osc52-clipboard": "\x1b]52;c;ZXZpbA==\x07",

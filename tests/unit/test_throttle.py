@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.client import CiklekClient
-from connector.ledger import RequestLog
-from connector.settings import ApiKey
-from connector.throttle import RateLimiter, limiter_for
+from connector.api.client import CiklekClient
+from connector.api.ledger import RequestLog
+from connector.api.limiter import RateLimiter, limiter_for
+from connector.config.redaction import ApiKey
 from tests.unit.fake_time import T0, FakeTime
 
 

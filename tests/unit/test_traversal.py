@@ -16,23 +16,24 @@ import duckdb
 import httpx
 import pytest
 
+from connector.api.client import CiklekClient
 from connector.catalogue import CATALOGUE
-from connector.client import CiklekClient
-from connector.compose import ClientLease, SourceRun
-from connector.run import RunConfig, RunReport
-from connector.settings import ApiKey
-from connector.source import ciklek_source
-from connector.traversal import (
+from connector.config.redaction import ApiKey
+from connector.errors import BrokenPagination
+from connector.records.normalize import parse_instant
+from connector.runs.compose import ClientLease, SourceSetup
+from connector.runs.source import ciklek_source
+from connector.traversal.run_config import RunConfig
+from connector.traversal.run_report import RunReport
+from connector.traversal.state import (
     MAX_STALE_PAGES,
     STATE_VERSION,
-    BrokenPagination,
     PageFacts,
     ResourceState,
     ResumePoint,
     accept_page,
     begin,
     finish,
-    parse_instant,
     restart,
     start,
     stop,
@@ -260,8 +261,8 @@ def _pipeline(tmp_path: Path) -> dlt.Pipeline:
     )
 
 
-def _run(client: CiklekClient, names: list[str], **config: Any) -> SourceRun:
-    return SourceRun(
+def _run(client: CiklekClient, names: list[str], **config: Any) -> SourceSetup:
+    return SourceSetup(
         CATALOGUE,
         names,
         ClientLease.borrowed(client),
@@ -278,9 +279,9 @@ def test_pipelines_with_old_state_resume_from_their_stored_cursors(tmp_path: Pat
         "https://api.test/v1", ApiKey("bsk_test_f"), transport=_fixture_server(seen)
     )
     run = _run(client, ["customers", "orders"])
-    pipeline.run(ciklek_source(run=run))
+    pipeline.run(ciklek_source(setup=run))
     window = (parse_instant("2026-01-02T00:00:00Z"), None)
-    pipeline.run(ciklek_source(run=_run(client, ["products"], window=window)))
+    pipeline.run(ciklek_source(setup=_run(client, ["products"], window=window)))
     # Each traversal continued where the old code stopped it: one request each, no restart.
     assert [(r.url.path, r.url.params.get("after")) for r in seen] == [
         ("/v1/customers", "12"), ("/v1/orders", "8"), ("/v1/products", "4"),
@@ -327,7 +328,7 @@ def test_a_looping_server_is_stopped_after_few_requests_even_across_chunks(
     run = _run(_hostile(kind, seen), ["customers"], chunk_pages=2)
     pipeline = _pipeline(tmp_path)
     for _ in range(20):  # one load per chunk, as `ciklek sync` does
-        pipeline.run(ciklek_source(run=run))
+        pipeline.run(ciklek_source(setup=run))
         if run.report.outcome("customers").finished:
             break
     error = run.report.outcome("customers").error

@@ -6,14 +6,10 @@ import json
 
 import pytest
 
+from connector.config.redaction import scrub
+from connector.config.settings import load_settings
+from connector.config.urls import is_plain_http_loopback, normalize_base_url, relative_path
 from connector.errors import ConfigError
-from connector.settings import (
-    is_plain_http_loopback,
-    load_settings,
-    normalize_base_url,
-    relative_path,
-    scrub,
-)
 
 PASSWORD = "pw-SENTINEL-9f8e"
 

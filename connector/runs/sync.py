@@ -1,0 +1,208 @@
+"""One sync run (`run_sync`): the lock, the chunk loop, and the run's end.
+
+Why chunks: dlt commits state only when a load completes and its extract is all-or-nothing, so
+one `pipeline.run` per bounded chunk (pages or seconds) means a crash, a SIGTERM or an exhausted
+quota costs at most one chunk, and the next run resumes from the last committed cursor. The
+parts live beside this driver: what a run is asked (`options.py`) and did (`result.py`), the
+exit decision (`decide.py`), crash recovery (`recovery.py`), the run row (`run_row.py`), the
+status file (`status_file.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import Literal
+
+import dlt
+from dlt.common.destination.reference import TDestinationReferenceArg
+
+from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
+from connector.config.settings import Settings, load_settings
+from connector.errors import EXIT_OK, Unauthorized
+from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
+from connector.runs.decide import decide
+from connector.runs.events import EventLog
+from connector.runs.lock import pipeline_dir, run_lock
+from connector.runs.options import SyncOptions, check_options
+from connector.runs.recovery import recover
+from connector.runs.result import SyncResult
+from connector.runs.run_row import run_row
+from connector.runs.signals import stop_on_signals
+from connector.runs.source import ciklek_source
+from connector.runs.status_file import StatusWriter, committed_states
+from connector.runs.sweep import settle
+from connector.runs.target import describe_target, quota_facts
+from connector.traversal.run_config import Row, RunConfig, Window
+from connector.warehouse.checks import (
+    check_before_requests,
+    check_column_types,
+    check_destination_config,
+    check_read_copy,
+    destination_label,
+)
+from connector.warehouse.destinations import resolve_destination
+from connector.warehouse.faults import may_record_run, stop_on_fault
+from connector.warehouse.read_copy import publish_after_run
+from connector.warehouse.run_log import restore_ledger
+
+__all__ = ["SyncOptions", "SyncResult", "run_sync"]
+
+
+def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncResult:
+    """Run one sync. Raises ConfigError (exit 2) or LockHeld (exit 75) before any request."""
+    settings = settings or load_settings(
+        resources=options.resources, page_size=options.page_size, pipeline=options.pipeline
+    )
+    settings.require_key()  # exit 2 before anything else when the key is missing
+    window = check_options(options)
+    destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
+    started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+    # dlt logs a failed load job with its traceback (`logger.exception`, level ERROR); our one
+    # line per outcome says what happened, so without --debug only dlt's CRITICAL lines show.
+    log_level = "INFO" if options.debug else "CRITICAL"
+    with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
+        pipeline = _prepared_pipeline(options, settings, destination)
+        run_id = uuid.uuid4().hex
+        parts = compose_sync(
+            settings,
+            _run_config(options, settings, window),
+            pipeline=options.pipeline,
+            max_requests=options.max_requests,
+            progress=options.progress,
+            events=EventLog(options.log_format, run_id),
+        )
+        with parts as built:
+            report = built.source.report
+            result = SyncResult(
+                EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
+            )
+            describe_target(result, options)
+            status = StatusWriter(options, settings, report)
+            status.write(pipeline, running=True)
+            label = destination_label(pipeline)
+            with stop_on_signals(report.stop_event), stop_on_fault(label, result):
+                _chunks(pipeline, built.source, options, result, status)
+        result.elapsed = time.monotonic() - started
+        _conclude(pipeline, built.source, options, result, status, started_at)
+        return result
+
+
+def _prepared_pipeline(
+    options: SyncOptions, settings: Settings, destination: TDestinationReferenceArg
+) -> dlt.Pipeline:
+    """The run's dlt pipeline, checked before any request: destination credentials, the read
+    copy, declared column types, the warehouse open (a locked or unreachable one costs no
+    quota), and today's request count restored on a fresh runner."""
+    pipeline = dlt.pipeline(
+        pipeline_name=options.pipeline,
+        destination=destination,
+        dataset_name=options.dataset,
+        pipelines_dir=str(settings.state_dir / "pipelines"),
+    )
+    # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
+    # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
+    pipeline.config.runtime.intercept_signals = False
+    check_destination_config(pipeline)
+    check_read_copy(pipeline, settings, options.dataset)
+    check_column_types(
+        pipeline, settings, set(settings.resources) if options.full_refresh else set()
+    )
+    check_before_requests(pipeline, settings)
+    restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
+        pipeline,
+        options.pipeline,
+        settings.state_dir / "ledger.json",
+        settings.require_key().fingerprint,
+    )
+    return pipeline
+
+
+def _run_config(options: SyncOptions, settings: Settings, window: Window | None) -> RunConfig:
+    return RunConfig(
+        page_size=settings.page_size,
+        chunk_pages=settings.checkpoint_pages,
+        chunk_seconds=settings.checkpoint_seconds,
+        lookback_seconds=settings.lookback_seconds,
+        window=window,
+        full_refresh=options.full_refresh,
+        tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
+        rejects_inline=False,
+        sweep=options.sweep,
+        max_concurrency=settings.max_concurrency,
+    )
+
+
+def _chunks(
+    pipeline: dlt.Pipeline,
+    setup: SourceSetup,
+    options: SyncOptions,
+    result: SyncResult,
+    status: StatusWriter,
+) -> None:
+    """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
+    pending = list(setup.resources)
+    recover(pipeline)
+    if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
+        settle(pipeline, result.settings, setup.report, pending, force=options.force)
+        pending = [n for n in pending if not setup.report.outcome(n).finished]
+    # --full-refresh empties a resource once; a reload that stopped early is continued instead.
+    states = committed_states(pipeline, pending) if options.full_refresh else {}
+    reload = [
+        n for n, st in states.items() if st.traversal is None or st.traversal.kind != "refresh"
+    ]
+    report = setup.report
+    while pending:
+        names: list[str] = pending
+        refresh: Literal["drop_resources"] | None = None
+        if reload:
+            names, refresh, reload = reload, "drop_resources", []
+        source = ciklek_source(resources=names, setup=setup)
+        if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
+            source = source.with_resources(*names, REJECTS_TABLE)
+        if refresh is None:
+            pipeline.run(source)
+        else:
+            pipeline.run(source, refresh=refresh)
+            result.dropped += [t for n in names for t in setup.catalogue[n].tables]
+        result.quota.flush()  # `ciklek status` reads today's count while the run goes on
+        status.write(pipeline, running=True)
+        pending = [n for n in pending if not report.outcome(n).finished]
+        fatal = [o for o in report.outcomes.values() if isinstance(o.error, Unauthorized)]
+        if report.stops() or fatal:
+            break
+    if options.sweep:  # the sweeps this run completed, now that their last chunk is committed
+        settle(pipeline, result.settings, report, list(setup.resources), force=options.force)
+
+
+def _conclude(
+    pipeline: dlt.Pipeline,
+    setup: SourceSetup,
+    options: SyncOptions,
+    result: SyncResult,
+    status: StatusWriter,
+    started_at: dt.datetime,
+) -> None:
+    """After the chunks: the exit code, the run row, the read copy, the final status."""
+    decide(result, options)
+    row = run_row(result, options, started_at)
+    if may_record_run(pipeline, result):
+        _record_run(pipeline, setup, row, result)
+    publish_after_run(pipeline, result.settings, result, row)
+    states = committed_states(pipeline, list(result.settings.resources))
+    result.watermarks = {n: s.watermark for n, s in states.items()}
+    status.write(pipeline, running=False, last_run={**row, **quota_facts(result)})
+
+
+def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: SyncResult) -> None:
+    """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
+    setup.report.run_rows = [row]
+    try:
+        # The outcome is decided: a signal changes nothing.
+        with stop_on_signals(setup.report.stop_event):
+            pipeline.run(
+                ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
+            )
+    except Exception as exc:  # the data is in; failing to write the run row is secondary
+        result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")

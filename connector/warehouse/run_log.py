@@ -1,0 +1,114 @@
+"""The run log in the warehouse (`_ciklek_sync_runs`) read back: freshness and the daily count.
+
+Why the warehouse: on a runner that starts from an empty home directory (a CI job, a fresh
+container) the local status and quota ledger are gone, but dlt restores the watermarks from the
+destination and so can we restore what the run log says: when the last complete sync ran (for
+`status --max-age`) and how many requests today's runs sent (so `daily_request_budget` holds).
+Runs killed with SIGKILL wrote no row; a count rebuilt here can be low by those.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from connector.api.ledger import read_ledger, update_ledger, utc_today
+from connector.catalogue import RUNS_TABLE
+
+COMPLETED = ("completed", "completed_with_rejects")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of `_ciklek_sync_runs`, as much of it as freshness and budgets need."""
+
+    started_at: dt.datetime
+    outcome: str
+    resources: tuple[str, ...]
+    requests: int
+    kind: str = "sync"  # rows written before run kinds existed were syncs or windows
+
+    def is_complete_sync(self, resources: Iterable[str]) -> bool:
+        """Completed (rejects allowed), every configured resource, and not a window."""
+        return (
+            self.outcome in COMPLETED
+            and self.kind in ("sync", "refresh")
+            and set(resources) <= set(self.resources)
+        )
+
+
+def last_complete_sync(runs: Iterable[RunRecord], resources: Sequence[str]) -> RunRecord | None:
+    complete = [r for r in runs if r.is_complete_sync(resources)]
+    return max(complete, key=lambda r: r.started_at, default=None)
+
+
+def requests_on(runs: Iterable[RunRecord], day: dt.date) -> int:
+    """Requests of the runs that started on `day` (UTC)."""
+    return sum(r.requests for r in runs if r.started_at.astimezone(dt.UTC).date() == day)
+
+
+def _as_utc(value: object) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return None
+
+
+def record_from_row(row: Sequence[object], has_kind: bool) -> RunRecord | None:
+    """(started_at, outcome, resources, requests[, kind]) → RunRecord; junk rows are skipped."""
+    started = _as_utc(row[0])
+    if started is None:
+        return None
+    resources = tuple(p for p in str(row[2] or "").split(",") if p)
+    requests = row[3] if isinstance(row[3], int) else 0
+    kind = str(row[4]) if has_kind and row[4] else "sync"
+    return RunRecord(started, str(row[1] or ""), resources, requests, kind)
+
+
+def read_runs(pipeline: object, pipeline_name: str) -> list[RunRecord]:
+    """The pipeline's rows of `_ciklek_sync_runs` in its destination ([] when there are none).
+
+    `pipeline` is a dlt pipeline whose destination and dataset are set; no Ciklek request.
+    """
+    with pipeline.sql_client() as client:  # type: ignore[attr-defined]
+        table = client.make_qualified_table_name(RUNS_TABLE)
+        try:
+            with client.execute_query(f"SELECT * FROM {table} LIMIT 0") as cursor:
+                has_kind = "kind" in {str(d[0]) for d in cursor.description or []}
+        except DatabaseUndefinedRelation:
+            return []
+        select = "started_at, outcome, resources, requests" + (", kind" if has_kind else "")
+        rows = client.execute_sql(
+            f"SELECT {select} FROM {table} WHERE pipeline = %s", pipeline_name
+        )
+    records = (record_from_row(row, has_kind) for row in rows or [])
+    return [r for r in records if r is not None]
+
+
+def restore_ledger(pipeline: object, pipeline_name: str, ledger_path: Path, key: str) -> int:
+    """On a fresh runner, rebuild today's request count of `pipeline_name` from the run log.
+
+    Only when the local ledger has no entry for today (a kept ledger is more accurate: it also
+    counts a killed run's requests); best-effort: a destination that cannot be read (first run,
+    no dataset yet) leaves the ledger as it is. Returns the requests added.
+    """
+    today = utc_today()
+    if pipeline_name in read_ledger(ledger_path).get(key, {}).get(today, {}):
+        return 0
+    try:
+        runs = read_runs(pipeline, pipeline_name)
+    except Exception:  # no dataset yet, an unreachable warehouse: the sync itself will say so
+        return 0
+    used = requests_on(runs, dt.date.fromisoformat(today))
+    if used:
+        update_ledger(ledger_path, key, today, pipeline_name, used)
+    return used
