@@ -23,7 +23,7 @@ import duckdb
 
 from tests.helpers import DEFAULT_DB
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
 SECTION = "## Try it without an account"
 README_PORT = "8765"
 
