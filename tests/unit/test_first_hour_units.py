@@ -157,14 +157,14 @@ def test_query_reads_the_flag_else_the_read_copy_else_the_last_runs_file(
     assert query_target("ciklek", "x.duckdb") == (tmp_path / "x.duckdb", "shop")
 
 
-def test_every_sandbox_flag_has_help_and_a_readme_row() -> None:
+def test_every_sandbox_flag_has_help_and_a_row_in_the_sandbox_page() -> None:
     from connector.sandbox.server import parser
 
     sandbox = parser()
     assert sandbox.prog == "ciklek sandbox"
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sandbox.md").read_text()
     for action in sandbox._actions:
         if action.dest == "help":
             continue
         assert action.help, action.option_strings
-        assert f"| `{action.option_strings[0]}" in readme, action.option_strings
+        assert f"| `{action.option_strings[0]}" in page, action.option_strings
