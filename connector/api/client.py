@@ -70,6 +70,11 @@ class _DeadlinePassed(Exception):
     """Internal: the request outlived `request_deadline_seconds` (a trickled body)."""
 
 
+def _key(api_key: ApiKey | str) -> ApiKey:
+    """The key wrapped (a plain string from a Python caller is registered as a secret too)."""
+    return api_key if isinstance(api_key, ApiKey) else ApiKey(api_key.strip())
+
+
 def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification error behind an httpx ConnectError, if that is the cause."""
     seen: BaseException | None = exc
@@ -199,7 +204,7 @@ class CiklekClient:
     def __init__(
         self,
         base_url: str,
-        api_key: ApiKey,
+        api_key: ApiKey | str,
         *,
         limiter: RateLimiter | None = None,
         quota: QuotaLedger | None = None,
@@ -248,7 +253,7 @@ class CiklekClient:
         self._http = httpx.Client(
             base_url=self._base,
             headers={
-                "Authorization": f"Bearer {api_key.reveal()}",
+                "Authorization": f"Bearer {_key(api_key).reveal()}",
                 "Accept": "application/json",
                 "Accept-Encoding": "gzip, deflate",
                 "User-Agent": USER_AGENT,

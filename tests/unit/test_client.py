@@ -18,7 +18,7 @@ import pytest
 from connector.api.client import CiklekClient
 from connector.api.ledger import RequestLog
 from connector.api.limiter import RateLimiter
-from connector.config.redaction import ApiKey
+from connector.config.redaction import ApiKey, scrub
 from connector.errors import (
     ApiError,
     BadRequest,
@@ -544,3 +544,17 @@ def test_key_is_sent_as_bearer_but_never_shown() -> None:
     for text in shown:
         assert SECRET not in text
     assert not hasattr(key, "__dict__")
+
+
+def test_a_plain_string_key_is_sent_as_bearer_and_scrubbed_like_a_configured_one() -> None:
+    plain = "bsk_live_PLAIN_string_7e1d"
+    auth: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth.append(request.headers["authorization"])
+        return ok()
+
+    with CiklekClient(BASE, f"{plain}\n", transport=httpx.MockTransport(handler)) as client:
+        client.get("orders")
+    assert auth == [f"Bearer {plain}"]  # the pasted newline stripped
+    assert scrub(f"sent {plain}") == "sent ***"
