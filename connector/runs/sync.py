@@ -84,6 +84,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             label = destination_label(pipeline)
             with stop_on_signals(report.stop_event), stop_on_fault(label, result):
                 _chunks(pipeline, built.source, options, result, status)
+            result.api_rate_limit = built.client.last_rate_limit
         result.elapsed = time.monotonic() - started
         _conclude(pipeline, built.source, options, result, status, started_at)
         return result
