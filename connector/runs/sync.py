@@ -71,7 +71,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             pipeline=options.pipeline,
             max_requests=options.max_requests,
             progress=options.progress,
-            events=EventLog(options.log_format, run_id),
+            events=EventLog(options.log_format, run_id, options.log_stream),
         )
         with parts as built:
             report = built.source.report
