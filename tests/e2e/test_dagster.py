@@ -460,3 +460,40 @@ def test_dagster_cli_exit_code_follows_the_sync(
     for table, count in (("orders", 120), ("customers", 30), ("products", 15)):
         assert query(db, f"select count(*) from ciklek.{table}") == [(count,)]
     assert query(db, "select count(*) > 120 from ciklek.order_line_items") == [(True,)]
+
+
+@pytest.mark.postgres
+def test_on_postgres_the_columns_are_typed_as_postgres_has_them_and_checks_read_it(
+    sandbox_factory: Callable[..., SandboxProcess],
+    pg_schema: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psycopg2
+
+    dsn, schema = pg_schema
+    sb = sandbox_factory("--orders", 30, "--customers", 10, "--products", 5)
+    use(monkeypatch, sb)
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", dsn)
+    assets = load_module().make_assets(destination="postgres", dataset=schema)
+    result = materialize([assets])
+    assert result.success
+    orders = metadata(result)["ciklek/orders"]
+    assert orders["dagster/table_name"] == f"postgres.{schema}.orders"
+    with psycopg2.connect(dsn) as con, con.cursor() as cur:
+        cur.execute(f'select count(*) from "{schema}".orders')
+        assert orders["dagster/row_count"] == cur.fetchone()[0] == 30
+        cur.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = %s and table_name = 'orders'",
+            (schema,),
+        )
+        in_postgres = dict(cur.fetchall())
+    columns = {c.name: c.type for c in orders["dagster/column_schema"].columns}
+    assert set(columns) == set(in_postgres)
+    assert columns["total"].startswith("numeric") and in_postgres["total"] == "numeric"
+    assert columns["updated_at"] == in_postgres["updated_at"] == "timestamp with time zone"
+    sb.control_post("reset_stats")
+    only = materialize([assets], selection=AssetSelection.all_asset_checks())
+    assert only.success and sb.stats()["requests"] == 0
+    assert checks(only)[("ciklek/orders", "reconciled")].metadata["table_rows"].value == 30
+    assert checks(only)[("ciklek/orders", "sync_complete")].passed
