@@ -48,7 +48,7 @@ from ciklek_dagster.config import CiklekConfig, Target
 from ciklek_dagster.docs_tables import TablesDoc, read_tables_doc
 from ciklek_dagster.facts import Metadata, endpoint_label, run_metadata, summary_line
 from ciklek_dagster.outcome import fail, judge, raise_for_exception, retry, stopped_by
-from ciklek_dagster.runner import run, settings_for
+from ciklek_dagster.runner import account_of, run, settings_for
 from ciklek_dagster.tables import TABLES, AssetNames, CiklekTranslator, build_names
 from ciklek_dagster.warehouse import RunRow, TableStats, Warehouse
 from connector.errors import DestinationBusy, explain
@@ -111,7 +111,7 @@ def build_assets(
 def materialise(context: AssetExecutionContext, bundle: CiklekAssets) -> Iterator[Event]:
     """One sync for the selected tables and their checks; or, with no table selected, the
     selected checks from the warehouse and the last run's record (no request to Ciklek)."""
-    account = context.partition_key if bundle.partitions is not None else None
+    account = account_of(context, bundle.partitions)
     target = bundle.config.target(account)
     keys = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
     tables = [bundle.names.table(k) for k in keys]

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dagster import DagsterLogManager
+from dagster import (
+    AssetExecutionContext,
+    DagsterLogManager,
+    Failure,
+    OpExecutionContext,
+    PartitionsDefinition,
+)
 
 from ciklek_dagster.config import CiklekConfig, Target
 from ciklek_dagster.facts import LogStream
@@ -21,6 +27,21 @@ from connector.config.settings import Settings, load_settings
 from connector.runs.options import SyncOptions
 from connector.runs.result import SyncResult
 from connector.runs.sync import run_sync
+
+
+def account_of(
+    context: AssetExecutionContext | OpExecutionContext, partitions: PartitionsDefinition | None
+) -> str | None:
+    """The run's account (its partition); a partitioned run without one is told what to do."""
+    if partitions is None:
+        return None
+    if not context.has_partition_key:
+        raise Failure(
+            "ciklek: the assets are partitioned by account: launch the run for an account "
+            f"(one of {', '.join(partitions.get_partition_keys())})",
+            allow_retries=False,
+        )
+    return str(context.partition_key)
 
 
 def settings_for(

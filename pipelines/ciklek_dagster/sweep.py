@@ -31,7 +31,7 @@ from ciklek_dagster.assets import CiklekAssets
 from ciklek_dagster.config import Target
 from ciklek_dagster.facts import Metadata, run_metadata, summary_line
 from ciklek_dagster.outcome import fail, judge, retry
-from ciklek_dagster.runner import run
+from ciklek_dagster.runner import account_of, run
 from ciklek_dagster.tables import TABLES
 from ciklek_dagster.warehouse import Warehouse
 from connector.errors import DestinationBusy
@@ -62,7 +62,7 @@ def build_sweep_job(
     def ciklek_sweep(
         context: OpExecutionContext, config: SweepConfig
     ) -> Iterator[AssetObservation | Output[None]]:
-        account = context.partition_key if bundle.partitions is not None else None
+        account = account_of(context, bundle.partitions)
         target = bundle.config.target(account)
         result = run(
             context.log,

@@ -412,6 +412,19 @@ def test_accounts_are_partitions_with_their_own_keys_datasets_and_checks(
     counted = sb.stats()["counted_today"]
     assert counted.get(SandboxProcess.fingerprint(acme), 0) >= 1
     assert SandboxProcess.fingerprint("bsk_test_unscoped_other_account") not in counted
+    # Checks alone, for one account: its dataset and run log, no request.
+    sb.control_post("reset_stats")
+    acme_only = {"dagster/partition": "acme"}
+    only = materialize([assets], selection=AssetSelection.all_asset_checks(), tags=acme_only)
+    assert only.success and sb.stats()["requests"] == 0
+    reconciled = checks(only)[("ciklek/orders", "reconciled")]
+    assert reconciled.partition == "acme" and reconciled.metadata["table_rows"].value == 120
+    assert checks(only)[("ciklek/orders", "sync_complete")].passed
+    unsaid = materialize(
+        [assets], selection=AssetSelection.all_asset_checks(), raise_on_error=False
+    )
+    failure = events(unsaid, DagsterEventType.STEP_FAILURE)[0].event_specific_data
+    assert "launch the run for an account (one of acme, bolt)" in failure.error.message
 
     missing = materialize([assets], partition_key="bolt", raise_on_error=False)
     assert not missing.success
