@@ -85,10 +85,13 @@ def stopped_by(stop: TryLater) -> tuple[str, str]:
 def stop_description(stop: TryLater, resume_at: dt.datetime | None) -> str:
     """One paragraph: which limit stopped the run, what it said, and when it resumes."""
     _, words = stopped_by(stop)
-    when = f"at {stamp(resume_at)}" if resume_at else "on the next run"
+    said = str(stop)
+    when = ""  # once: the stop's own words may already say when
+    if resume_at is not None and stamp(resume_at) not in said:
+        when = f" Resumes at {stamp(resume_at)}."
     return scrub(
-        f"Stopped by {words}: {stop}. Resumes {when}; the next run continues from the last "
-        "committed chunk (what was loaded is in the table)."
+        f"Stopped by {words}: {said}.{when} The next run continues from the last committed "
+        "chunk (what was loaded is in the table)."
     )
 
 

@@ -349,10 +349,7 @@ def test_daily_quota_materialises_partial_and_sync_complete_names_the_limit(
     assert not complete.passed and complete.severity == AssetCheckSeverity.WARN
     resume = meta["ciklek/orders"]["resume_at"]
     assert "the API's quota for this key" in complete.description
-    assert (
-        "daily quota exhausted" in complete.description
-        and f"Resumes at {resume}" in complete.description
-    )
+    assert "daily quota exhausted" in complete.description and resume in complete.description
     facts = {k: v.value for k, v in complete.metadata.items()}
     assert facts["stopped_by"] == "api_quota"
     # The API's allowance and the connector's own budget: two keys, two different numbers.
