@@ -17,13 +17,14 @@ only (no table) syncs nothing: the checks are evaluated from the warehouse and t
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at runtime.
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetObservation,
     AssetsDefinition,
     FreshnessPolicy,
@@ -54,7 +55,7 @@ from ciklek_dagster.warehouse import RunRow, TableStats, Warehouse
 from connector.errors import DestinationBusy, explain
 from connector.runs.result import SyncResult
 
-Event = MaterializeResult[None] | AssetCheckResult | AssetObservation
+Event = MaterializeResult[None] | AssetCheckResult | AssetObservation | AssetMaterialization
 NOT_RUN = (
     "a check launched on its own sends no request; the API's total is compared when a sync "
     "completes a traversal"
@@ -131,6 +132,8 @@ def materialise(context: AssetExecutionContext, bundle: CiklekAssets) -> Iterato
     warehouse = Warehouse(target, result.settings.state_dir)
     report = Report(bundle, target, result, warehouse, context.log.warning)
     synced = [t for t in tables if report.synced(t)]
+    # A table loaded with a selected one (orders with their line items) is recorded too.
+    yield from report.loaded_unselected(tables)
     if verdict.kind in ("retry", "fail"):  # record what was loaded, then retry or fail
         yield from report.results([t for t in synced if report.rows_loaded(t)], set())
         if verdict.kind == "fail":
@@ -236,6 +239,17 @@ class Report:
                 metadata=self.metadata(table),
                 check_results=[self.check(c, table) for c in wanted],
             )
+
+    def loaded_unselected(self, selected: Sequence[str]) -> Iterator[AssetMaterialization]:
+        """Tables not selected whose rows this run loaded anyway (a resource fills both
+        `orders` and `order_line_items`): a materialisation each, without checks."""
+        for table in TABLES:
+            if table not in selected and self.synced(table) and self.rows_loaded(table):
+                yield AssetMaterialization(
+                    asset_key=self.bundle.names.key(table),
+                    metadata=self.metadata(table),
+                    partition=self.target.account,
+                )
 
     def metadata(self, table: str) -> Metadata:
         """Table metadata: rows loaded and in the table, its name and columns, how far it got."""

@@ -179,6 +179,12 @@ def test_every_table_materialises_with_its_table_metadata_then_incrementally(
     subset = materialize([assets], selection=["ciklek/customers"])
     assert subset.success and set(metadata(subset)) == {"ciklek/customers"}
     assert sb.stats()["by_path"] == {"/v1/customers": 1}
+    # Line items alone load their orders too: both are recorded, the orders without checks.
+    sb.control_post("mutate", update=1, resource="orders")
+    items = materialize([assets], selection=["ciklek/order_line_items"])
+    assert items.success and set(metadata(items)) == {"ciklek/order_line_items", "ciklek/orders"}
+    assert metadata(items)["ciklek/orders"]["rows_loaded"] == 1
+    assert {k[0] for k in checks(items)} == {"ciklek/order_line_items"}
 
 
 def test_a_check_only_selection_sends_no_request_and_gives_each_check_a_real_result(
