@@ -27,7 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connector.api.bounded_body import BodyTooLarge, BoundedDecoder
 from connector.api.ledger import QuotaLedger, RequestLog
-from connector.api.limiter import RateLimiter, Sleep, limiter_for
+from connector.api.limiter import RateLimiter, RateLimitHeaders, Sleep, limiter_for
 from connector.api.responses import (
     Body,
     NotTheApi,
@@ -233,6 +233,9 @@ class CiklekClient:
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.quota = quota
         self.log = log if log is not None else RequestLog()
+        # The last response's X-RateLimit-* headers: what the API says is left of the key's
+        # allowance (shown beside our own daily budget, which counts only our requests).
+        self.last_rate_limit: RateLimitHeaders | None = None
         # Seconds an exchange takes (moving average, limiter waits excluded): whether a second
         # worker could use allowance one leaves unused (connector/traversal/range_workers.py).
         self.latency: float | None = None
@@ -429,6 +432,8 @@ class CiklekClient:
             raise tally.failed(reason, status) from None
         self.log.record(endpoint, response.status_code)
         self.limiter.observe(response.headers)
+        seen = RateLimitHeaders.parse(response.headers, response.status_code, self.clock())
+        self.last_rate_limit = seen or self.last_rate_limit
         return Reply(response.status_code, response.reason_phrase, response.headers, content)
 
     def _read_body(self, response: httpx.Response, endpoint: str, deadline: float) -> bytes:

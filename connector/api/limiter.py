@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 Sleep = Callable[[float], None]
 _RESYNC_PAUSE = 0.05  # seconds to wait for a response's headers when the allowance is reserved
@@ -42,6 +43,28 @@ def reset_instant(value: str | None, now: float) -> float | None:
     if not math.isfinite(number) or number < MIN_RESET or number - now > MAX_RESET_AHEAD:
         return None
     return float(math.ceil(number))
+
+
+@dataclass(frozen=True)
+class RateLimitHeaders:
+    """What one response's `X-RateLimit-*` headers said, as sent (None where missing or not a
+    number): the API's own view of the key's allowance, which a scheduler shows beside the
+    connector's daily budget (the two differ: other users of the key spend the API's too)."""
+
+    limit: int | None
+    remaining: int | None
+    reset_at: float | None  # unix time, as `reset_instant` believes it
+    status: int  # the response's HTTP status (429: the allowance was spent)
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str], status: int, now: float) -> RateLimitHeaders | None:
+        """The headers of one response; None when it carried none of the three."""
+        limit = _int_header(headers, "x-ratelimit-limit")
+        remaining = _int_header(headers, "x-ratelimit-remaining")
+        reset_at = reset_instant(headers.get("x-ratelimit-reset"), now)
+        if limit is None and remaining is None and reset_at is None:
+            return None
+        return cls(limit, remaining, reset_at, status)
 
 
 class RateLimiter:

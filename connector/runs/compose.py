@@ -112,6 +112,7 @@ class SyncParts:
     quota: QuotaLedger
     progress: ProgressReporter
     source: SourceSetup
+    client: CiklekClient
 
 
 @contextlib.contextmanager
@@ -146,7 +147,7 @@ def compose_sync(
         settings.catalogue, list(settings.resources), ClientLease.borrowed(client), config, report
     )
     try:
-        yield SyncParts(log=log, quota=quota, progress=reporter, source=source)
+        yield SyncParts(log=log, quota=quota, progress=reporter, source=source, client=client)
     finally:
         reporter.close()
         quota.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import IO
 
 import pendulum
 import pendulum.parsing.exceptions
@@ -37,6 +38,9 @@ class SyncOptions:
     debug: bool = False  # dlt logs at INFO instead of ERROR (unless the user set a level)
     sweep: bool = False  # `ciklek sweep`: full traversals that mark rows deleted upstream
     force: bool = False  # `ciklek sweep --force`: apply a result the guard refused
+    # Where the run's event lines (retries, waits, progress) go instead of stderr: Dagster
+    # passes a stream into its own log, so the UI shows them.
+    log_stream: IO[str] | None = None
 
 
 def parse_bound(value: str | None, flag: str) -> dt.datetime | None:

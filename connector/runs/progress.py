@@ -50,7 +50,8 @@ class ProgressReporter:
         stream: IO[str] | None = None,
         events: EventLog | None = None,
     ) -> None:
-        self.stream = stream or sys.stderr
+        # The events' stream when the caller gave one (Dagster's log): every line goes one way.
+        self.stream = stream or (events.stream if events is not None else None) or sys.stderr
         self.events = events or EventLog("text", stream=self.stream)
         # JSON logs are for machines: never a redrawn bar among them.
         self.tty = False if self.events.json else self.stream.isatty() if tty is None else tty

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from connector.api.ledger import QuotaLedger, RequestLog
+from connector.api.limiter import RateLimitHeaders
 from connector.config.settings import Settings
 from connector.errors import (
     EXIT_AUTH,
@@ -53,6 +54,9 @@ class SyncResult:
     duckdb_path: str | None = None
     kind: str = "sync"
     dropped: list[str] = field(default_factory=list)
+    # What the API's last response said of the key's allowance (X-RateLimit-*), beside `quota`,
+    # which is the connector's own daily budget: a scheduler shows both, each named so.
+    api_rate_limit: RateLimitHeaders | None = None
 
     def raise_for_outcome(self) -> None:
         """Raise the typed error for anything but a clean completion (exit 0), like httpx's

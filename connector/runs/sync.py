@@ -71,7 +71,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             pipeline=options.pipeline,
             max_requests=options.max_requests,
             progress=options.progress,
-            events=EventLog(options.log_format, run_id),
+            events=EventLog(options.log_format, run_id, options.log_stream),
         )
         with parts as built:
             report = built.source.report
@@ -84,6 +84,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             label = destination_label(pipeline)
             with stop_on_signals(report.stop_event), stop_on_fault(label, result):
                 _chunks(pipeline, built.source, options, result, status)
+            result.api_rate_limit = built.client.last_rate_limit
         result.elapsed = time.monotonic() - started
         _conclude(pipeline, built.source, options, result, status, started_at)
         return result

@@ -164,7 +164,10 @@ def reconcile(tracker: IdTracker | None, trav: Traversal) -> Reconciliation | No
     if trav.total is not None and not trav.until:
         # (a window's meta.total also counts records past --until: nothing to compare with)
         result = Reconciliation(
-            expected=trav.total, distinct=len(tracker.ids), received=trav.received
+            expected=trav.total,
+            distinct=len(tracker.ids),
+            received=trav.received,
+            since=trav.since,
         )
     tracker.discard()
     return result

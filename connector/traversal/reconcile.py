@@ -42,6 +42,9 @@ class Reconciliation:
     expected: int
     distinct: int
     received: int
+    # The traversal's `updated_since` (None: the whole list): `expected` counts only the records
+    # updated since then, so an incremental traversal says nothing of the table's size.
+    since: str | None = None
 
     @property
     def reappeared(self) -> int:

@@ -171,6 +171,35 @@ def test_429_daily_quota_raises_quota_exhausted_with_resume_at() -> None:
     assert len(seen) == 1
 
 
+def test_the_last_response_s_rate_limit_headers_are_kept_as_sent() -> None:
+    """What the API last said of the key's allowance (a scheduler shows it beside the own
+    budget): the latest response's headers, a 429's included; a response without them keeps
+    the previous ones."""
+    ft = FakeTime()
+    midnight = T0 + 5 * 3600
+    handler, _ = scripted(
+        ok(**{"X-RateLimit-Limit": "120", "X-RateLimit-Remaining": "117",
+              "X-RateLimit-Reset": str(int(T0 + 60))}),
+        ok(),
+        rate_limited(midnight, code="daily_quota_exceeded"),
+    )  # fmt: skip
+    with make_client(handler, ft) as client:
+        assert client.last_rate_limit is None
+        client.get("orders")
+        first = client.last_rate_limit
+        assert first is not None
+        assert (first.limit, first.remaining, first.reset_at, first.status) == (
+            120, 117, float(int(T0 + 60)), 200,
+        )  # fmt: skip
+        client.get("orders")  # no headers: the last ones that were sent still stand
+        assert client.last_rate_limit == first
+        with pytest.raises(QuotaExhausted):
+            client.get("orders")
+        spent = client.last_rate_limit
+    assert spent is not None
+    assert (spent.remaining, spent.reset_at, spent.status) == (0, float(int(midnight)), 429)
+
+
 def test_429_daily_quota_without_reset_still_stops() -> None:
     ft = FakeTime()
     handler, seen = scripted(rate_limited(None, code="daily_quota_exceeded"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -54,29 +55,35 @@ def test_age_is_judged_from_the_start_and_against_every_configured_resource() ->
     assert not judge(None, ALL, dt.timedelta(days=1)).fresh
 
 
-def _dagster_module() -> object:
+def _dagster_outcome() -> tuple[Any, Any]:
+    """`retry_wait` and `CiklekConfig` of the Dagster package (loaded by path, as Dagster does)."""
     pytest.importorskip("dagster")
     path = REPO_ROOT / "pipelines" / "dagster_definitions.py"
     spec = importlib.util.spec_from_file_location("ciklek_dagster_unit", path)
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    from ciklek_dagster.config import CiklekConfig
+    from ciklek_dagster.outcome import retry_wait
+
+    return retry_wait, CiklekConfig
 
 
 def test_retry_waits_for_a_short_stop_and_not_for_the_daily_quota() -> None:
-    retry_wait = _dagster_module().retry_wait  # type: ignore[attr-defined]
+    retry_wait, config = _dagster_outcome()
+    capped = config(retry_cap_seconds=600)
     now = dt.datetime.now(dt.UTC)
     soon = now + dt.timedelta(seconds=40)
     midnight = now + dt.timedelta(hours=5)
     short = SimpleNamespace(error=QuotaExhausted("rate limited", resume_at=soon), resume_at=soon)
-    assert 30 < retry_wait(short, 600) <= 40
+    assert 30 < retry_wait(short, capped) <= 40
     daily = SimpleNamespace(error=QuotaExhausted("daily", resume_at=midnight), resume_at=midnight)
-    assert retry_wait(daily, 600) is None
+    assert retry_wait(daily, capped) is None
     run_budget = SimpleNamespace(error=BudgetSpent("--max-requests"), resume_at=None)
-    assert retry_wait(run_budget, 600) is None
+    assert retry_wait(run_budget, capped) is None
     down = SimpleNamespace(
         error=CiklekUnavailable("down", endpoint="/orders", last_status=503), resume_at=None
     )
-    assert retry_wait(down, 600) == 60
-    assert retry_wait(down, 30) is None  # a cap below the 60 s back-off: materialise instead
+    assert retry_wait(down, capped) == 60
+    # a cap below the back-off: materialise instead
+    assert retry_wait(down, config(retry_cap_seconds=30)) is None
+    assert retry_wait(down, config(retry_seconds=5, retry_cap_seconds=30)) == 5
