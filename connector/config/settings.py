@@ -22,7 +22,7 @@ from dlt.common.typing import TSecretStrValue
 
 from connector.catalogue import RESOURCE_NAMES, ResourceSpec, build_catalogue, parse_name_list
 from connector.config.accounts import ACCOUNT_NAME, missing_scoped_key, pipeline_scope
-from connector.config.redaction import ApiKey
+from connector.config.redaction import ApiKey, HashKey
 from connector.config.urls import normalize_base_url, relative_path
 from connector.errors import ConfigError
 
@@ -57,6 +57,8 @@ class CiklekConfiguration(BaseConfiguration):
     lookback_seconds: float = 0.0
     money_fields: AsWritten | None = None
     exclude_fields: AsWritten | None = None
+    hash_fields: AsWritten | None = None
+    hash_key: TSecretStrValue | None = None
     catalogue: dict[str, AsWritten] | None = None
     state_dir: str | None = None
     progress_interval_seconds: float = 10.0
@@ -104,6 +106,26 @@ class Settings:
     max_concurrency: int = 4  # resources traversed at once (1: one after the other)
     # Why there is no key, when the generic message would mislead (an account's scoped key).
     key_problem: str | None = None
+    hash_key: HashKey | None = None  # the HMAC key of `hash_fields` (catalogue: spec.hashed)
+
+    @property
+    def hashes_fields(self) -> bool:
+        return any(spec.hashed for spec in self.catalogue.values())
+
+    def require_hash_key(self) -> HashKey | None:
+        """The key when fields are hashed; ConfigError (exit 2, before any request) when it is
+        missing: loading them in clear is never the fallback."""
+        if not self.hashes_fields:
+            return None
+        if self.hash_key is None:
+            hashed = sorted(e for spec in self.catalogue.values() for e in spec.hashed)
+            raise ConfigError(
+                f"hash_fields ({', '.join(hashed)}) is set but there is no hash_key: set "
+                "SOURCES__CIKLEK__HASH_KEY or hash_key under [sources.ciklek] in "
+                ".dlt/secrets.toml (any long random string; keep it: another key gives other "
+                "hashes)"
+            )
+        return self.hash_key
 
     def require_key(self) -> ApiKey:
         if self.key_problem is not None:
@@ -154,6 +176,7 @@ def load_settings(**overrides: object) -> Settings:
         overrides_table if isinstance(overrides_table, Mapping) else None,
         money_fields=parse_name_list(values.get("money_fields"), "money_fields"),
         exclude_fields=parse_name_list(values.get("exclude_fields"), "exclude_fields"),
+        hash_fields=parse_name_list(values.get("hash_fields"), "hash_fields"),
     )
     for name, spec in catalogue.items():
         relative_path(spec.path, f"catalogue.{name}.path")  # the one URL rule, at start-up
@@ -176,6 +199,7 @@ def load_settings(**overrides: object) -> Settings:
         **_operations(values, budget),
         api_key=None if key_problem else _api_key(values.get("api_key")),
         key_problem=key_problem,
+        hash_key=_hash_key(values.get("hash_key")),
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),
@@ -266,6 +290,11 @@ def _api_key(value: object) -> ApiKey | None:
     if any(ch.isspace() for ch in key):
         raise ConfigError("api_key contains whitespace; paste the key exactly as the Portal shows")
     return ApiKey(key) if key else None
+
+
+def _hash_key(value: object) -> HashKey | None:
+    key = str(value or "").strip()
+    return HashKey(key) if key else None
 
 
 def _daily_budget(values: Mapping[str, object]) -> int:

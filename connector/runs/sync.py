@@ -56,6 +56,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         resources=options.resources, page_size=options.page_size, pipeline=options.pipeline
     )
     settings.require_key()  # exit 2 before anything else when the key is missing
+    settings.require_hash_key()  # hashed fields without their key: never loaded in clear
     window = check_options(options)
     destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
     started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
@@ -131,6 +132,7 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         rejects_inline=False,
         sweep=options.sweep,
         max_concurrency=settings.max_concurrency,
+        hash_key=settings.require_hash_key(),
     )
 
 

@@ -29,6 +29,7 @@ from connector.errors import (
     TryLater,
     Unauthorized,
 )
+from connector.records.hashing import FieldHasher
 from connector.records.normalize import Invalid, parse_instant
 from connector.records.undocumented import bounded_json, key_text
 from connector.traversal.reconcile import IdTracker, Reconciliation
@@ -79,6 +80,8 @@ class Chunk:
         self.ids: list[str] = []
         self.last_page: list[Version] = []
         self.tracker = tracker
+        key = config.hash_key.reveal().encode() if config.hash_key is not None else None
+        self.hasher = FieldHasher.for_spec(spec, key)
         self.restarted()
 
     @property
@@ -96,6 +99,9 @@ class Chunk:
 
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
+        if self.hasher is not None:  # before anything keeps, converts or quarantines a record
+            for record in page.records:
+                self.hasher.apply(record)
         spec, until, self.last_page = self.spec, self.until, []
         new_ids, ids, versions, fresh = False, [], [], 0
         for record in page.records:

@@ -10,6 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.config.redaction import HashKey
+
 Window = tuple[dt.datetime | None, dt.datetime | None]  # a --since/--until window (UTC)
 Row = dict[str, object]  # one row for a table of ours, or one JSON object of state
 
@@ -37,3 +39,5 @@ class RunConfig:
     sweep: bool = False  # `ciklek sweep`: every resource walks its sweep traversal
     # Resources walked at once in a load (`max_concurrency`; 1: one after the other, in order).
     max_concurrency: int = 1
+    # `hash_fields` (the catalogue's `hashed`): replaced by their HMAC as each page is taken.
+    hash_key: HashKey | None = None
