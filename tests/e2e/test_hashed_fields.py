@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DEFAULT_DB, pg_dsn, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.sandbox_proc import SandboxProcess
 
 KEY = "tests-hash-key-7c2f0a9d41"

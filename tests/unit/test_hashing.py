@@ -31,9 +31,7 @@ def test_the_hash_is_hmac_sha256_of_the_value_and_null_stays_null() -> None:
 
 
 def test_a_record_and_its_line_items_are_hashed_in_place_by_field_and_column_name() -> None:
-    cat = build_catalogue(
-        hash_fields=["customers.email", "customers.tier", "order_line_items.sku"]
-    )
+    cat = build_catalogue(hash_fields=["customers.email", "customers.tier", "order_line_items.sku"])
     customer = {"id": "c1", "email": "ann@example.com", "name": "Ann", "Tier": "gold"}
     hasher = FieldHasher.for_spec(cat["customers"], KEY)
     assert hasher is not None
