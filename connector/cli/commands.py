@@ -53,6 +53,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         since=getattr(args, "since", None),  # `sweep` has no window, refresh or --strict
         until=getattr(args, "until", None),
         full_refresh=getattr(args, "full_refresh", False),
+        drop_first=getattr(args, "drop_first", False),
         max_requests=args.max_requests,
         strict=getattr(args, "strict", False),
         sweep=args.command == "sweep",

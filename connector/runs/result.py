@@ -53,6 +53,7 @@ class SyncResult:
     duckdb_path: str | None = None
     kind: str = "sync"
     dropped: list[str] = field(default_factory=list)
+    swapped: list[str] = field(default_factory=list)  # reloads built beside and swapped in
 
     def raise_for_outcome(self) -> None:
         """Raise the typed error for anything but a clean completion (exit 0), like httpx's

@@ -53,6 +53,7 @@ from connector.traversal.state import (
     stop,
 )
 from connector.traversal.sweep_state import on_chunk as sweep_chunk
+from connector.warehouse.reload import shadow_name, swap_record
 
 __all__ = ["ciklek_source", "make_resource"]
 
@@ -68,6 +69,7 @@ def _traverse(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
         lookback_seconds=config.lookback_seconds,
         full_refresh=config.full_refresh,
         sweep=config.sweep,
+        in_place=config.reload_in_place,
     )
     out = setup.report.outcome(spec.name)
     signals = stop_on_signals(setup.report.stop_event) if setup.loud else contextlib.nullcontext()
@@ -86,14 +88,17 @@ def _traverse(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
         state.rows_loaded += batch.parent.num_rows
     if walked.tracker is not None:
         walked.tracker.add(walked.ids)
+    shadow = trav.kind == "refresh" and not trav.in_place
     if walked.complete:
         out.done = True
         out.reconciliation = reconcile(walked.tracker, trav)
         finish(state, trav, walked.last_page, walked.tail)
+        if shadow:  # committed with the reload's last rows; swapped in once they are
+            state.swap = swap_record(spec.tables)
     if trav.kind == "sweep":
         sweep_chunk(state, trav, batch.rejects, walked.complete, current_load_id())
     state.store(raw_state)
-    yield from _tables(spec, batch, out, setup)
+    yield from _tables(spec, batch, out, setup, shadow=shadow)
     if setup.loud is not None:
         setup.loud.after_chunk(spec.name, out)
 
@@ -154,15 +159,27 @@ def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
 
 
 def _tables(
-    spec: ResourceSpec, batch: Batch, out: ResourceOutcome, setup: SourceSetup
+    spec: ResourceSpec, batch: Batch, out: ResourceOutcome, setup: SourceSetup, *, shadow: bool
 ) -> Iterator[object]:
+    """The chunk's tables; a reload (`shadow`) writes into its shadow tables beside the live
+    ones (`connector/runs/reload.py` swaps them in when the reload completes)."""
     synced_at = dt.datetime.now(dt.UTC)  # this load's time: the rows it writes carry it
     if batch.parent is not None:
-        yield with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
-    if batch.child is not None:
+        parent = with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
+        if shadow:
+            hints = dlt.mark.make_hints(
+                table_name=shadow_name(spec.name),
+                write_disposition="merge",
+                primary_key=spec.primary_key,
+            )
+            yield dlt.mark.with_hints(parent, hints, create_table_variant=True)
+        else:
+            yield parent
+    if batch.child is not None and spec.child is not None:
         out.child_rows += batch.child_items  # tombstones are not rows
         child = with_synced_at(with_deleted_at(batch.child), synced_at)
-        yield dlt.mark.with_hints(child, _child_hints(spec), create_table_variant=True)
+        table = shadow_name(spec.child.table) if shadow else spec.child.table
+        yield dlt.mark.with_hints(child, _child_hints(spec, table), create_table_variant=True)
     if batch.rejects and setup.config.rejects_inline:
         out.rejects += len(batch.rejects)
         yield dlt.mark.with_hints(
@@ -181,7 +198,7 @@ def with_synced_at(table: pa.Table, at: dt.datetime) -> pa.Table:
     return table.append_column(SYNCED_AT, column)
 
 
-def _child_hints(spec: ResourceSpec) -> TResourceHints:
+def _child_hints(spec: ResourceSpec, table: str) -> TResourceHints:
     assert spec.child is not None
     prefix = spec.child.table + "."
     excluded = frozenset(e[len(prefix) :] for e in spec.excluded if e.startswith(prefix))
@@ -191,7 +208,7 @@ def _child_hints(spec: ResourceSpec) -> TResourceHints:
         {"name": DELETED_COLUMN, "data_type": "bool", "hard_delete": True},
     ]
     return dlt.mark.make_hints(
-        table_name=spec.child.table,
+        table_name=table,
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         # No primary key on purpose: with both keys dlt deletes `WHERE d.id = s.id OR
         # d.order_id = s.order_id`, which DuckDB can only run as a nested loop (destination rows

@@ -27,6 +27,7 @@ from connector.runs.events import EventLog
 from connector.runs.lock import pipeline_dir, run_lock
 from connector.runs.options import SyncOptions, check_options
 from connector.runs.recovery import recover
+from connector.runs.reload import start_reloads, swap_completed
 from connector.runs.result import SyncResult
 from connector.runs.run_row import run_row
 from connector.runs.signals import stop_on_signals
@@ -40,6 +41,7 @@ from connector.warehouse.checks import (
     check_column_types,
     check_destination_config,
     check_read_copy,
+    check_reload,
     destination_label,
 )
 from connector.warehouse.destinations import resolve_destination
@@ -105,11 +107,10 @@ def _prepared_pipeline(
     # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
     # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
     pipeline.config.runtime.intercept_signals = False
+    check_reload(pipeline, full_refresh=options.full_refresh, drop_first=options.drop_first)
     check_destination_config(pipeline)
     check_read_copy(pipeline, settings, options.dataset)
-    check_column_types(
-        pipeline, settings, set(settings.resources) if options.full_refresh else set()
-    )
+    check_column_types(pipeline, settings, _reloading(pipeline, settings, options))
     check_before_requests(pipeline, settings)
     restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
         pipeline,
@@ -120,6 +121,17 @@ def _prepared_pipeline(
     return pipeline
 
 
+def _reloading(pipeline: dlt.Pipeline, settings: Settings, options: SyncOptions) -> set[str]:
+    """Resources this run reloads: all with --full-refresh, and those whose reload is in progress
+    (a plain sync continues it): their declared types are what the reload writes."""
+    if options.full_refresh:
+        return set(settings.resources)
+    states = committed_states(pipeline, list(settings.resources))
+    return {
+        n for n, st in states.items() if st.traversal is not None and st.traversal.kind == "refresh"
+    }
+
+
 def _run_config(options: SyncOptions, settings: Settings, window: Window | None) -> RunConfig:
     return RunConfig(
         page_size=settings.page_size,
@@ -128,6 +140,7 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         lookback_seconds=settings.lookback_seconds,
         window=window,
         full_refresh=options.full_refresh,
+        reload_in_place=options.drop_first,
         tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
         rejects_inline=False,
         sweep=options.sweep,
@@ -145,20 +158,25 @@ def _chunks(
 ) -> None:
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
     pending = list(setup.resources)
+    report = setup.report
     recover(pipeline)
+    # A reload that completed in a run stopped before its swap: swapped in before anything else.
+    result.swapped += swap_completed(pipeline, list(setup.catalogue), report)
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
-        settle(pipeline, result.settings, setup.report, pending, force=options.force)
-        pending = [n for n in pending if not setup.report.outcome(n).finished]
-    # --full-refresh empties a resource once; a reload that stopped early is continued instead.
+        settle(pipeline, result.settings, report, pending, force=options.force)
+        pending = [n for n in pending if not report.outcome(n).finished]
+    # --full-refresh starts a reload once; a reload that stopped early is continued instead.
     states = committed_states(pipeline, pending) if options.full_refresh else {}
     reload = [
         n for n, st in states.items() if st.traversal is None or st.traversal.kind != "refresh"
     ]
-    report = setup.report
+    if reload and not options.drop_first:
+        start_reloads(pipeline, reload, setup.catalogue)  # built beside, swapped in at the end
+        reload = []
     while pending:
         names: list[str] = pending
         refresh: Literal["drop_resources"] | None = None
-        if reload:
+        if reload:  # --drop-first: dlt empties the tables now (no safe swap, or asked for)
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, setup=setup)
         if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
@@ -168,6 +186,7 @@ def _chunks(
         else:
             pipeline.run(source, refresh=refresh)
             result.dropped += [t for n in names for t in setup.catalogue[n].tables]
+        result.swapped += swap_completed(pipeline, names, report)  # a reload just completed
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status.write(pipeline, running=True)
         pending = [n for n in pending if not report.outcome(n).finished]

@@ -31,6 +31,9 @@ class RunConfig:
     lookback_seconds: float = 0.0
     window: Window | None = None
     full_refresh: bool = False  # a traversal started now is a reload (kind "refresh")
+    # `--drop-first`: the reload writes into the live tables dlt dropped at its start (where no
+    # safe swap exists); else into shadow tables swapped in when it completes.
+    reload_in_place: bool = False
     tracker_dir: Path | None = None
     # `ciklek sync` loads rejects through their own resource, so the table belongs to no data
     # resource: dlt's refresh drops the tables a resource owns, and a variant table is owned by
