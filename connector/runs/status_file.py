@@ -104,7 +104,11 @@ class StatusWriter:
             "traversal": None
             if trav is None
             else {
-                **{k: getattr(trav, k) for k in ("kind", "since", "pages", "received", "total")},
+                **{
+                    k: getattr(trav, k)
+                    for k in ("kind", "since", "pages", "received", "total", "started_at")
+                },
+                "in_place": trav.in_place,
                 "ranges": [
                     {"since": r.since, "until": r.until, "pages": r.pages, "parked": r.parked}
                     for r in trav.ranges
@@ -114,5 +118,6 @@ class StatusWriter:
                 {"since": w.since, "until": w.until, "pages": w.pages} for w in st.windows.values()
             ],
             "this_run_pages": outcome.pages if outcome else 0,
+            "swap_pending": st.swap,
             **sweep_status(st),
         }
