@@ -131,6 +131,7 @@ CATALOGUE: dict[str, ResourceSpec] = {
 RESOURCE_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 REJECTS_TABLE = "_ciklek_rejects"
 RUNS_TABLE = "_ciklek_sync_runs"
+SCHEMA_CHANGES_TABLE = "_ciklek_schema_changes"
 
 
 def parse_name_list(value: object, setting: str) -> list[str]:

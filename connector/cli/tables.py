@@ -100,8 +100,25 @@ def summary(result: SyncResult) -> str:
             lines.append(
                 f"rejects {name}: {outcome.rejects} record(s) quarantined in _ciklek_rejects"
             )
+    lines += [change_line(row) for row in report.recorded_changes]
     lines.extend(_once(result.messages))
     return "\n".join(lines)
+
+
+_CHANGE_WORDS = {
+    "new_column": "new column",
+    "folded_into_extra": "folded into _ciklek_extra:",
+    "type_changed": "values no longer fit the type of",
+    "documented_field_missing": "documented field missing from a whole page:",
+}
+
+
+def change_line(row: Mapping[str, object]) -> str:
+    """`schema orders: new column loyalty_tier (example record 8d60…)`."""
+    example = row.get("example_record_id")
+    where = f" (example record {example})" if example else ""
+    words = _CHANGE_WORDS.get(str(row.get("change")), str(row.get("change")))
+    return f"schema {row.get('table_name')}: {words} {row.get('column')}{where}"
 
 
 def _once(messages: list[str]) -> list[str]:
@@ -138,6 +155,10 @@ def status_table(
         )
     resources = doc.get("resources") or {}
     lines = [render(table), *status_lines(resources), *reload_lines(resources, page_size)]
+    changes = doc.get("schema_changes") or []
+    if changes:
+        lines.append("schema changes (last 7 days):")
+        lines += [f"  {stamp(str(c.get('detected_at')))} {change_line(c)}" for c in changes]
     lines.append(f"sync running now: {'yes' if running else 'no'}")
     budget = doc.get("daily_request_budget")
     if used_today is not None:

@@ -71,6 +71,7 @@ class CiklekConfiguration(BaseConfiguration):
     sweep_run_requests: int = 1_800
     accounts: AsWritten | None = None
     max_concurrency: int = 4
+    schema_changes: str = "evolve"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Settings:
     sweep_run_requests: int = 1_800
     accounts: tuple[str, ...] = ()
     max_concurrency: int = 4  # resources traversed at once (1: one after the other)
+    schema_changes: str = "evolve"  # "freeze": no column is ever added by itself
     # Why there is no key, when the generic message would mislead (an account's scoped key).
     key_problem: str | None = None
     hash_key: HashKey | None = None  # the HMAC key of `hash_fields` (catalogue: spec.hashed)
@@ -232,6 +234,7 @@ class _Operations(TypedDict):
     sweep_run_requests: int
     accounts: tuple[str, ...]
     max_concurrency: int
+    schema_changes: str
 
 
 def _operations(values: Mapping[str, object], budget: int) -> _Operations:
@@ -263,6 +266,11 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
     copy = values.get("duckdb_read_copy")
     concurrency = _as_int("max_concurrency", values.get("max_concurrency", 4))
     _positive("max_concurrency", concurrency)
+    schema_changes = str(values.get("schema_changes") or "evolve").strip().lower()
+    if schema_changes not in ("evolve", "freeze"):
+        raise ConfigError(
+            f'schema_changes must be "evolve" or "freeze", got {values.get("schema_changes")!r}'
+        )
     return {
         "destination_lock_wait_seconds": wait,
         "duckdb_read_copy": Path(str(copy)).expanduser().absolute() if copy else None,
@@ -272,6 +280,7 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
         "sweep_run_requests": run_requests,
         "accounts": tuple(dict.fromkeys(accounts)),
         "max_concurrency": concurrency,
+        "schema_changes": schema_changes,
     }
 
 

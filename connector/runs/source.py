@@ -26,13 +26,21 @@ from dlt.extract.hints import TResourceHints
 from dlt.extract.resource import DltResource
 
 from connector.api.client import CiklekClient
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, ResourceSpec
+from connector.catalogue import (
+    CATALOGUE,
+    REJECTS_TABLE,
+    RUNS_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    ResourceSpec,
+)
 from connector.records.normalize import (
     DELETED_COLUMN,
     Batch,
     build_batch,
     dlt_columns,
     rejects_table,
+    schema_change_row,
+    schema_changes_table,
     with_deleted_at,
 )
 from connector.records.undocumented import TableColumns
@@ -252,6 +260,38 @@ def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
         yield rejects_table([])
 
 
+SEEN_CHANGES = "schema_changes_seen"  # source state: every change recorded so far, by key
+MAX_SEEN_CHANGES = 10_000  # a hostile server inventing fields cannot grow the state forever
+
+
+def _schema_changes(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    """`_ciklek_schema_changes`: each change the run noted that no earlier load recorded, once;
+    recorded with the state that remembers it (one load), told as an event as it is."""
+    if parallel:  # the data resources of this load walk in other threads: wait for their notes
+        report.gate.wait_walks(report.stop_event)
+    state = dlt.current.source_state()
+    seen: list[str] = list(state.get(SEEN_CHANGES) or [])
+    known = set(seen)
+    new = [c for c in report.columns.changes() if c.key not in known]
+    if new:
+        at = dt.datetime.now(dt.UTC)
+        rows = [schema_change_row(c, report.run_id, _resource_of(c.table), at) for c in new]
+        state[SEEN_CHANGES] = (seen + [c.key for c in new])[-MAX_SEEN_CHANGES:]
+        report.recorded_changes.extend(rows)
+        if report.on_event is not None:
+            for row in rows:
+                fields = {k: row[k] for k in ("resource", "table_name", "column", "change")}
+                report.on_event("schema_change", {**fields, "example": row["example_record_id"]})
+        yield schema_changes_table(rows)
+    elif SCHEMA_CHANGES_TABLE not in dlt.current.source_schema().tables:
+        yield schema_changes_table([])  # created, empty, by the first sync (like the rejects)
+
+
+def _resource_of(table: str) -> str:
+    """The resource a table of ours belongs to (line items belong to orders)."""
+    return next((s.name for s in CATALOGUE.values() if table in s.tables), table)
+
+
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
     for name, update in report.state_updates.items():  # recorded with the run row's load
         dlt.current.resource_state(name).update(update)
@@ -291,4 +331,11 @@ def ciklek_source(
         selected=False,
         parallelized=parallel,
     )(setup.report, parallel)
-    return [*selected, rejects, runs]
+    changes = dlt.resource(
+        _schema_changes,
+        name=SCHEMA_CHANGES_TABLE,
+        write_disposition="append",
+        selected=False,
+        parallelized=parallel,
+    )(setup.report, parallel)
+    return [*selected, rejects, changes, runs]

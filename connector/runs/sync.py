@@ -18,7 +18,7 @@ from typing import Literal
 import dlt
 from dlt.common.destination.reference import TDestinationReferenceArg
 
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
+from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
 from connector.config.settings import Settings, load_settings
 from connector.errors import EXIT_OK, Unauthorized
 from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
@@ -75,6 +75,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             max_requests=options.max_requests,
             progress=options.progress,
             events=EventLog(options.log_format, run_id),
+            run_id=run_id,
         )
         with parts as built:
             report = built.source.report
@@ -179,8 +180,8 @@ def _chunks(
         if reload:  # --drop-first: dlt empties the tables now (no safe swap, or asked for)
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, setup=setup)
-        if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
-            source = source.with_resources(*names, REJECTS_TABLE)
+        if refresh is None:  # a refresh would drop our side tables: carry them to the next load
+            source = source.with_resources(*names, REJECTS_TABLE, SCHEMA_CHANGES_TABLE)
         if refresh is None:
             pipeline.run(source)
         else:
@@ -223,7 +224,9 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
         # The outcome is decided: a signal changes nothing.
         with stop_on_signals(setup.report.stop_event):
             pipeline.run(
-                ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
+                ciklek_source(resources=[], setup=setup).with_resources(
+                    RUNS_TABLE, REJECTS_TABLE, SCHEMA_CHANGES_TABLE
+                )
             )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")

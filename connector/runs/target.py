@@ -98,6 +98,7 @@ def summary_fields(result: SyncResult) -> dict[str, object]:
         "resume_at": stamp(result.resume_at) if result.resume_at else None,
         "elapsed_seconds": round(result.elapsed, 1),
         "skipped": result.skipped,
+        "schema_changes": result.report.recorded_changes,
         "messages": list(dict.fromkeys(result.messages)),
     }
 

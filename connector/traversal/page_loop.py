@@ -30,7 +30,7 @@ from connector.errors import (
     Unauthorized,
 )
 from connector.records.hashing import FieldHasher
-from connector.records.normalize import Invalid, parse_instant
+from connector.records.normalize import Invalid, missing_fields, parse_instant
 from connector.records.undocumented import bounded_json, key_text
 from connector.traversal.reconcile import IdTracker, Reconciliation
 from connector.traversal.run_config import RunConfig
@@ -267,6 +267,8 @@ def _accept(
     trav = chunk.trav
     before = len(chunk.latest) + len(chunk.loose)
     facts = chunk.take(page)
+    for change in missing_fields(chunk.spec, page.records):
+        report.columns.note(change)
     out.new_records += len(chunk.latest) + len(chunk.loose) - before
     if out.first_page is None:
         out.first_page = page.page
