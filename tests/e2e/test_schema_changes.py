@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import DEFAULT_DB, query, run_cli
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import fast_env
@@ -116,3 +118,45 @@ def test_a_documented_field_missing_from_a_page_is_one_row(
     missing = ("orders", "orders", "delivery_date", "documented_field_missing")
     assert changes(db) == [*earlier, missing]
     assert done.stdout.count("documented field missing from a whole page: delivery_date") == 1
+
+
+@pytest.mark.postgres
+def test_postgresql_records_a_new_field_once_and_freeze_keeps_its_columns(
+    sandbox_factory: Any, pg_schema: tuple[str, str]
+) -> None:
+    import psycopg2
+
+    dsn, schema = pg_schema
+    sb: SandboxProcess = sandbox_factory(*FLAGS)
+    env = fast_env(
+        sb, DESTINATION__POSTGRES__CREDENTIALS=dsn, SOURCES__CIKLEK__SCHEMA_CHANGES="freeze"
+    )
+    args = ("sync", *ORDERS, "--destination", "postgres", "--dataset", schema)
+    assert run_cli(*args, env=env).returncode == 0
+
+    def sql(text: str) -> list[tuple[Any, ...]]:
+        with psycopg2.connect(dsn) as con, con.cursor() as cur:
+            cur.execute(text)
+            return list(cur.fetchall())
+
+    def order_columns() -> set[str]:
+        rows = sql(
+            "select column_name from information_schema.columns "
+            f"where table_schema = '{schema}' and table_name = 'orders'"
+        )
+        return {r[0] for r in rows}
+
+    before = order_columns()
+    sb.control_post("fields", json={"resource": "orders", "add": {"loyalty_tier": "gold"}})
+    touched = sb.control_post("mutate", resource="orders", update=3)["updated"]
+    for _ in range(2):  # the second run sees the field again: nothing new to record
+        assert run_cli(*args, env=env).returncode == 0
+        sb.control_post("mutate", resource="orders", update=1)
+    assert order_columns() == before
+    recorded = sql(
+        f'select table_name, "column", change from "{schema}"._ciklek_schema_changes '
+        "where \"column\" = 'loyalty_tier'"
+    )
+    assert recorded == [("orders", "loyalty_tier", "folded_into_extra")]
+    extras = dict(sql(f'select id, _ciklek_extra from "{schema}".orders'))
+    assert all(json.loads(extras[rid])["loyalty_tier"] == "gold" for rid in touched)
