@@ -107,7 +107,7 @@ def _pipeline(workdir: Path, name: str) -> Any:
 
 def _arrow_tables(pages: list[bytes]) -> Iterator[Any]:
     """What runs.source._traverse yields: per chunk, latest version per id, then batches."""
-    child_hints = _child_hints(SPEC)
+    child_hints = _child_hints(SPEC, "order_line_items")
     for start in range(0, len(pages), CHUNK_PAGES):
         latest: dict[str, Any] = {}
         loose: list[Any] = []

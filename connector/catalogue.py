@@ -50,6 +50,7 @@ class ResourceSpec:
     cursor_field: str = "updated_at"
     child: ChildSpec | None = None
     excluded: frozenset[str] = field(default_factory=frozenset)
+    hashed: frozenset[str] = field(default_factory=frozenset)  # `<table>.<field>`, see hashing
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -130,6 +131,7 @@ CATALOGUE: dict[str, ResourceSpec] = {
 RESOURCE_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 REJECTS_TABLE = "_ciklek_rejects"
 RUNS_TABLE = "_ciklek_sync_runs"
+SCHEMA_CHANGES_TABLE = "_ciklek_schema_changes"
 
 
 def parse_name_list(value: object, setting: str) -> list[str]:
@@ -171,6 +173,7 @@ def build_catalogue(
     overrides: Mapping[str, object] | None = None,
     money_fields: Iterable[str] = (),
     exclude_fields: Iterable[str] = (),
+    hash_fields: Iterable[str] = (),
 ) -> dict[str, ResourceSpec]:
     """The default catalogue with the user's config applied.
 
@@ -220,7 +223,44 @@ def build_catalogue(
         excluded.setdefault(by_table[table], set()).add(f"{table}.{name}")
     for res_name, names in excluded.items():
         cat[res_name] = replace(cat[res_name], excluded=frozenset(names))
+    hashed: dict[str, set[str]] = {}
+    for entry in hash_fields:
+        table, name = _split_qualified(entry, "hash_fields")
+        res_name = _hashable(cat, by_table, table, name, entry)
+        hashed.setdefault(res_name, set()).add(f"{table}.{name}")
+    for res_name, names in hashed.items():
+        cat[res_name] = replace(cat[res_name], hashed=frozenset(names))
     return cat
+
+
+def _hashable(
+    cat: Mapping[str, ResourceSpec], by_table: Mapping[str, str], table: str, name: str, entry: str
+) -> str:
+    """The resource of a `hash_fields` entry, or ConfigError: only a text field that is no key,
+    no cursor and not excluded can be replaced by its hash."""
+    if table not in by_table:
+        raise ConfigError(f"hash_fields: unknown table {table!r} in {entry!r}")
+    spec = cat[by_table[table]]
+    if table == spec.name and name in (spec.primary_key, spec.cursor_field):
+        raise ConfigError(f"hash_fields: {entry!r} is a key or the cursor and cannot be hashed")
+    if (
+        spec.child is not None
+        and table == spec.child.table
+        and name in ("id", spec.child.parent_key)
+    ):
+        raise ConfigError(f"hash_fields: {entry!r} is a key and cannot be hashed")
+    if entry in spec.excluded:
+        raise ConfigError(f"hash_fields: {entry!r} is also in exclude_fields; choose one")
+    fields = (
+        spec.child.fields if spec.child is not None and table == spec.child.table else spec.fields
+    )
+    kind = next((f.kind for f in fields if f.name == name), "string")
+    if kind != "string":
+        raise ConfigError(
+            f"hash_fields: {entry!r} is a {kind} field; only text fields can be hashed (a hash "
+            "is text)"
+        )
+    return spec.name
 
 
 def _retype(

@@ -53,6 +53,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         since=getattr(args, "since", None),  # `sweep` has no window, refresh or --strict
         until=getattr(args, "until", None),
         full_refresh=getattr(args, "full_refresh", False),
+        drop_first=getattr(args, "drop_first", False),
         max_requests=args.max_requests,
         strict=getattr(args, "strict", False),
         sweep=args.command == "sweep",
@@ -136,14 +137,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps({**doc, "running": running, "requests_used_today": used}, default=str))
     else:
-        out(status_table(doc, running=running, used_today=used))
+        out(status_table(doc, running=running, used_today=used, page_size=settings.page_size))
         if args.duckdb_file:
             out(f"DuckDB file (--duckdb-file): {os.path.abspath(args.duckdb_file)}")
     return EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from connector.cli.tables import plan_lines, plan_table
+    from connector.cli.tables import plan_lines, plan_table, reload_lines
     from connector.runs.compose import open_client
     from connector.runs.status_file import read_status
 
@@ -184,6 +185,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     )
     out("\n".join(plan_lines({row["resource"]: row["total"] for row in rows}, settings)))
+    reloads = reload_lines(doc.get("resources") or {}, settings.page_size)
+    if reloads:
+        out("\n".join(reloads))
     if args.duckdb_file:
         out(f"DuckDB file: {os.path.abspath(args.duckdb_file)}")
     if skipped:

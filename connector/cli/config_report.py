@@ -16,7 +16,7 @@ from dlt.common.configuration.specs.pluggable_run_context import PluggableRunCon
 from connector.config.settings import CiklekConfiguration, Settings, load_settings
 
 SECTIONS = ("sources", "ciklek")
-SECRET_KEYS = frozenset({"api_key"})
+SECRET_KEYS = frozenset({"api_key", "hash_key"})
 _PROVIDER_NAMES = {
     "Environment Variables": "environment",
     "secrets.toml": ".dlt/secrets.toml",
@@ -63,7 +63,7 @@ def mask(key: str, value: object) -> str:
 
 def _effective(settings: Settings | None, key: str, raw: object) -> object:
     """The value the connector uses: a computed default (the budget, the state dir) included."""
-    if settings is not None and key != "api_key" and hasattr(settings, key):
+    if settings is not None and key not in SECRET_KEYS and hasattr(settings, key):
         value = getattr(settings, key)
         if isinstance(value, tuple):
             return ",".join(map(str, value)) if value else None

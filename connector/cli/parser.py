@@ -63,7 +63,16 @@ def _run_commands(sub: argparse._SubParsersAction[Parser], common: Parser) -> tu
     sync = sub.add_parser("sync", parents=[common], help="one sync run")
     sync.add_argument("--since", help="backfill window start on updated_at (inclusive)")
     sync.add_argument("--until", help="backfill window end on updated_at (exclusive)")
-    sync.add_argument("--full-refresh", action="store_true", help="empty and reload")
+    sync.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="reload: built beside the live tables, swapped in when complete",
+    )
+    sync.add_argument(
+        "--drop-first",
+        action="store_true",
+        help="with --full-refresh: empty the tables first and reload in place (no swap)",
+    )
     sync.add_argument("--strict", action="store_true", help="exit 4 when records were rejected")
     sweep = sub.add_parser(
         "sweep", parents=[common], help="full traversal: merge every record, mark deletes"

@@ -100,8 +100,25 @@ def summary(result: SyncResult) -> str:
             lines.append(
                 f"rejects {name}: {outcome.rejects} record(s) quarantined in _ciklek_rejects"
             )
+    lines += [change_line(row) for row in report.recorded_changes]
     lines.extend(_once(result.messages))
     return "\n".join(lines)
+
+
+_CHANGE_WORDS = {
+    "new_column": "new column",
+    "folded_into_extra": "folded into _ciklek_extra:",
+    "type_changed": "values no longer fit the type of",
+    "documented_field_missing": "documented field missing from a whole page:",
+}
+
+
+def change_line(row: Mapping[str, object]) -> str:
+    """`schema orders: new column loyalty_tier (example record 8d60…)`."""
+    example = row.get("example_record_id")
+    where = f" (example record {example})" if example else ""
+    words = _CHANGE_WORDS.get(str(row.get("change")), str(row.get("change")))
+    return f"schema {row.get('table_name')}: {words} {row.get('column')}{where}"
 
 
 def _once(messages: list[str]) -> list[str]:
@@ -112,7 +129,9 @@ def _once(messages: list[str]) -> list[str]:
     return [m for m in unique if not (m.startswith("resume after") and m[13:] in said)]
 
 
-def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) -> str:
+def status_table(
+    doc: dict[str, Any], *, running: bool, used_today: int | None, page_size: int = 100
+) -> str:
     table = Table(title=f"pipeline {doc.get('pipeline')}", title_justify="left")
     for column in ("resource", "watermark", "rows loaded", "traversal in progress", "windows"):
         table.add_column(column)
@@ -134,7 +153,12 @@ def status_table(doc: dict[str, Any], *, running: bool, used_today: int | None) 
             trav_text,
             ", ".join(f"{w.get('since')}..{w.get('until')}" for w in windows) or "-",
         )
-    lines = [render(table), *status_lines(doc.get("resources") or {})]
+    resources = doc.get("resources") or {}
+    lines = [render(table), *status_lines(resources), *reload_lines(resources, page_size)]
+    changes = doc.get("schema_changes") or []
+    if changes:
+        lines.append("schema changes (last 7 days):")
+        lines += [f"  {stamp(str(c.get('detected_at')))} {change_line(c)}" for c in changes]
     lines.append(f"sync running now: {'yes' if running else 'no'}")
     budget = doc.get("daily_request_budget")
     if used_today is not None:
@@ -256,4 +280,30 @@ def plan_lines(totals: Mapping[str, int], settings: Settings) -> list[str]:
             f"{per_day:,} requests/day (budget less sweep_reserve), {runs} run(s) of "
             f"sweep_run_requests {settings.sweep_run_requests:,}"
         )
+    return lines
+
+
+def reload_lines(resources: Mapping[str, Mapping[str, object]], page_size: int) -> list[str]:
+    """`status` and `plan`: a reload in progress, what it has left to fetch, and where it is
+    built (queries see the live table until it is swapped in)."""
+    lines: list[str] = []
+    for name, res in resources.items():
+        trav = res.get("traversal")
+        if isinstance(trav, dict) and trav.get("kind") == "refresh":
+            total, received = trav.get("total"), trav.get("received") or 0
+            left = ""
+            if isinstance(total, int) and isinstance(received, int):
+                requests = max(1, math.ceil(max(0, total - received) / page_size))
+                left = f", ~{requests:,} request(s) left ({received:,} of ~{total:,} records)"
+            where = (
+                "into the live tables (--drop-first)"
+                if trav.get("in_place")
+                else f"beside the live tables (_ciklek_reload_{name}, swapped in when complete)"
+            )
+            lines.append(
+                f"reload {name}: in progress since {stamp(str(trav.get('started_at') or ''))}, "
+                f"{trav.get('pages', 0)} pages{left}; built {where}"
+            )
+        if res.get("swap_pending"):
+            lines.append(f"reload {name}: complete, swapped in by the next run")
     return lines

@@ -30,8 +30,8 @@ def scrub(text: str) -> str:
     return clean_output(text)
 
 
-class ApiKey:
-    """The secret, wrapped so no repr, log line or exception can show it by accident."""
+class Secret:
+    """A secret, wrapped so no repr, log line or exception can show it by accident."""
 
     __slots__ = ("_value",)
 
@@ -42,12 +42,24 @@ class ApiKey:
     def reveal(self) -> str:
         return self._value
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(***)"
+
+    __str__ = __repr__
+
+
+class ApiKey(Secret):
+    """The Ciklek API key."""
+
+    __slots__ = ()
+
     @property
     def fingerprint(self) -> str:
         """A stable, non-reversible id for the ledger and the limiter registry."""
         return hashlib.sha256(self._value.encode()).hexdigest()[:16]
 
-    def __repr__(self) -> str:
-        return "ApiKey(***)"
 
-    __str__ = __repr__
+class HashKey(Secret):
+    """The key of `hash_fields`' HMAC: without it nobody can test a guess against a hash."""
+
+    __slots__ = ()

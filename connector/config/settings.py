@@ -22,7 +22,7 @@ from dlt.common.typing import TSecretStrValue
 
 from connector.catalogue import RESOURCE_NAMES, ResourceSpec, build_catalogue, parse_name_list
 from connector.config.accounts import ACCOUNT_NAME, missing_scoped_key, pipeline_scope
-from connector.config.redaction import ApiKey
+from connector.config.redaction import ApiKey, HashKey
 from connector.config.urls import normalize_base_url, relative_path
 from connector.errors import ConfigError
 
@@ -57,6 +57,8 @@ class CiklekConfiguration(BaseConfiguration):
     lookback_seconds: float = 0.0
     money_fields: AsWritten | None = None
     exclude_fields: AsWritten | None = None
+    hash_fields: AsWritten | None = None
+    hash_key: TSecretStrValue | None = None
     catalogue: dict[str, AsWritten] | None = None
     state_dir: str | None = None
     progress_interval_seconds: float = 10.0
@@ -69,6 +71,7 @@ class CiklekConfiguration(BaseConfiguration):
     sweep_run_requests: int = 1_800
     accounts: AsWritten | None = None
     max_concurrency: int = 4
+    schema_changes: str = "evolve"
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,29 @@ class Settings:
     sweep_run_requests: int = 1_800
     accounts: tuple[str, ...] = ()
     max_concurrency: int = 4  # resources traversed at once (1: one after the other)
+    schema_changes: str = "evolve"  # "freeze": no column is ever added by itself
     # Why there is no key, when the generic message would mislead (an account's scoped key).
     key_problem: str | None = None
+    hash_key: HashKey | None = None  # the HMAC key of `hash_fields` (catalogue: spec.hashed)
+
+    @property
+    def hashes_fields(self) -> bool:
+        return any(spec.hashed for spec in self.catalogue.values())
+
+    def require_hash_key(self) -> HashKey | None:
+        """The key when fields are hashed; ConfigError (exit 2, before any request) when it is
+        missing: loading them in clear is never the fallback."""
+        if not self.hashes_fields:
+            return None
+        if self.hash_key is None:
+            hashed = sorted(e for spec in self.catalogue.values() for e in spec.hashed)
+            raise ConfigError(
+                f"hash_fields ({', '.join(hashed)}) is set but there is no hash_key: set "
+                "SOURCES__CIKLEK__HASH_KEY or hash_key under [sources.ciklek] in "
+                ".dlt/secrets.toml (any long random string; keep it: another key gives other "
+                "hashes)"
+            )
+        return self.hash_key
 
     def require_key(self) -> ApiKey:
         if self.key_problem is not None:
@@ -154,6 +178,7 @@ def load_settings(**overrides: object) -> Settings:
         overrides_table if isinstance(overrides_table, Mapping) else None,
         money_fields=parse_name_list(values.get("money_fields"), "money_fields"),
         exclude_fields=parse_name_list(values.get("exclude_fields"), "exclude_fields"),
+        hash_fields=parse_name_list(values.get("hash_fields"), "hash_fields"),
     )
     for name, spec in catalogue.items():
         relative_path(spec.path, f"catalogue.{name}.path")  # the one URL rule, at start-up
@@ -176,6 +201,7 @@ def load_settings(**overrides: object) -> Settings:
         **_operations(values, budget),
         api_key=None if key_problem else _api_key(values.get("api_key")),
         key_problem=key_problem,
+        hash_key=_hash_key(values.get("hash_key")),
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),
@@ -208,6 +234,7 @@ class _Operations(TypedDict):
     sweep_run_requests: int
     accounts: tuple[str, ...]
     max_concurrency: int
+    schema_changes: str
 
 
 def _operations(values: Mapping[str, object], budget: int) -> _Operations:
@@ -239,6 +266,11 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
     copy = values.get("duckdb_read_copy")
     concurrency = _as_int("max_concurrency", values.get("max_concurrency", 4))
     _positive("max_concurrency", concurrency)
+    schema_changes = str(values.get("schema_changes") or "evolve").strip().lower()
+    if schema_changes not in ("evolve", "freeze"):
+        raise ConfigError(
+            f'schema_changes must be "evolve" or "freeze", got {values.get("schema_changes")!r}'
+        )
     return {
         "destination_lock_wait_seconds": wait,
         "duckdb_read_copy": Path(str(copy)).expanduser().absolute() if copy else None,
@@ -248,6 +280,7 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
         "sweep_run_requests": run_requests,
         "accounts": tuple(dict.fromkeys(accounts)),
         "max_concurrency": concurrency,
+        "schema_changes": schema_changes,
     }
 
 
@@ -266,6 +299,11 @@ def _api_key(value: object) -> ApiKey | None:
     if any(ch.isspace() for ch in key):
         raise ConfigError("api_key contains whitespace; paste the key exactly as the Portal shows")
     return ApiKey(key) if key else None
+
+
+def _hash_key(value: object) -> HashKey | None:
+    key = str(value or "").strip()
+    return HashKey(key) if key else None
 
 
 def _daily_budget(values: Mapping[str, object]) -> int:

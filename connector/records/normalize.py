@@ -36,6 +36,7 @@ from connector.catalogue import ChildSpec, FieldKind, FieldSpec, ResourceSpec
 from connector.records.undocumented import (
     EXTRA_COLUMN,
     MAX_NESTING,
+    SchemaChange,
     TableColumns,
     bounded_json,
     column_name,
@@ -65,6 +66,9 @@ MAX_CENTS = 10**38  # DECIMAL(38,2) holds 36 integer digits
 INT64_MAX = 2**63 - 1
 _EXACT = Context(prec=40)  # the default 28 digits would round 29..38-digit amounts
 DELETED_COLUMN = "_ciklek_deleted"
+# A documented field's type changed when at least this many values of a batch, and all of them,
+# no longer fit it (fewer could be a bad record or two).
+TYPE_CHANGE_SAMPLE = 5
 # Null on every row a load writes: loading a record says it exists upstream. `ciklek sweep` sets
 # it on the rows of records deleted upstream (connector/runs/sweep.py); declared here, so the column
 # is TIMESTAMP WITH TIME ZONE from the first load on, and a record that comes back is live again.
@@ -86,6 +90,17 @@ DLT_TYPES: dict[FieldKind, ColumnHint] = {
     "timestamp": {"data_type": "timestamp", "timezone": True, "precision": 6},
     "date": {"data_type": "date"},
 }
+SCHEMA_CHANGES_SCHEMA = pa.schema(
+    [
+        ("detected_at", TIMESTAMP_TYPE),
+        ("run_id", pa.string()),
+        ("resource", pa.string()),
+        ("table_name", pa.string()),
+        ("column", pa.string()),
+        ("change", pa.string()),
+        ("example_record_id", pa.string()),
+    ]
+)
 REJECTS_SCHEMA = pa.schema(
     [
         ("resource", pa.string()),
@@ -336,8 +351,10 @@ class _Plan:
         excluded: frozenset[str],
         fixed: Iterable[str] = (),
         skip: Iterable[str] = (),
+        known: TableColumns | None = None,
     ) -> None:
         self.table = table
+        self.known = known  # where schema changes are noted
         self.fields = [f for f in fields if f.name not in excluded]
         fixed = tuple(fixed)
         self.ignored = frozenset(f.name for f in fields) | excluded | frozenset((*fixed, *skip))
@@ -359,6 +376,12 @@ class _Plan:
             array, bad = _convert(spec.kind, raw)
             for row, message in bad.items():
                 fail(row, pos, f"{name}: {message}")
+            values = len(raw) - raw.count(None)
+            if values >= TYPE_CHANGE_SAMPLE and len(bad) == values and self.known is not None:
+                # Every value of the batch no longer fits (a few bad records are rejects, not
+                # a change): the API changed the field's type.
+                example = _record_id(rows[min(bad)])
+                self.known.note(SchemaChange(self.table, name, "type_changed", example))
             arrays.append(array)
         return arrays
 
@@ -434,16 +457,33 @@ class _Plan:
         by_column: dict[str, list[str]] = {}
         for name in _first_seen(rows, present):
             by_column.setdefault(found.targets[name], []).append(name)
+        before = known.columns_of(self.table)
         own = known.admit(self.table, filter(None, by_column), self.taken)
         names = [column for column in by_column if column in own]
         arrays = [_text_column(rows, by_column[column]) for column in names]
         folded = [
             name for column, group in by_column.items() if column not in own for name in group
         ]
+        for column in names:
+            if column not in before and column not in self.taken:
+                example = _first_id(rows, by_column[column])
+                known.note(SchemaChange(self.table, column, "new_column", example))
+        for name in folded:
+            known.note(SchemaChange(self.table, name, "folded_into_extra", _first_id(rows, [name])))
         if folded:
             names.append(EXTRA_COLUMN)
             arrays.append(_folded_column(rows, folded))
         return names, arrays
+
+
+def _record_id(record: Record) -> str | None:
+    value = record.get("id")
+    return None if value is None else str(value)
+
+
+def _first_id(rows: list[Record], names: list[str]) -> str | None:
+    """The id of the first row that carries one of `names`: an example for a person to look at."""
+    return next((_record_id(r) for r in rows if any(n in r for n in names)), None)
 
 
 def _first_seen(rows: list[Record], names: set[str]) -> list[str]:
@@ -629,7 +669,14 @@ class _Children:
     """A resource's nested list (an order's line items): flattened across rows, typed
     column-wise, and linked back to the row each item came from."""
 
-    def __init__(self, spec: ResourceSpec, child: ChildSpec, rows: list[Record], errors: _Errors):
+    def __init__(
+        self,
+        spec: ResourceSpec,
+        child: ChildSpec,
+        rows: list[Record],
+        errors: _Errors,
+        known: TableColumns,
+    ):
         self.spec = child
         self.errors = errors
         self.plan = _Plan(
@@ -637,6 +684,7 @@ class _Children:
             child.fields,
             _excluded_for(spec, child.table),
             fixed=(child.parent_key, DELETED_COLUMN),
+            known=known,
         )
         self.items, self.counts, self.item_pos = _flatten(child.source_field, rows, errors)
         self.ends = list(accumulate(self.counts))
@@ -743,10 +791,10 @@ def _build_batch(
     rows, order, early = _split(spec, records, seen_at)
     errors = _Errors()
     skip = (spec.child.source_field,) if spec.child else ()
-    parent = _Plan(spec.name, spec.fields, _excluded_for(spec, spec.name), skip=skip)
+    parent = _Plan(spec.name, spec.fields, _excluded_for(spec, spec.name), skip=skip, known=known)
     arrays = parent.columns(rows, errors.parent)
     found = parent.screen(rows, errors.parent)
-    child = _Children(spec, spec.child, rows, errors) if spec.child else None
+    child = _Children(spec, spec.child, rows, errors, known) if spec.child else None
     batch = Batch(rejects=_rejects(spec, rows, order, errors, early, seen_at))
     batch.dropped = dict(found.dropped)
     if child is not None:
@@ -788,3 +836,51 @@ def dlt_columns(fields: Sequence[FieldSpec], excluded: frozenset[str]) -> list[C
         for f in fields
         if f.name not in excluded
     ]
+
+
+def missing_fields(spec: ResourceSpec, records: Sequence[object]) -> list[SchemaChange]:
+    """`documented_field_missing`: documented fields that no record of a page carries (its line
+    items' fields too). A page without records says nothing."""
+    rows = [r for r in records if isinstance(r, dict)]
+    if not rows:
+        return []
+    keys = set().union(*rows)
+    excluded = _excluded_for(spec, spec.name)
+    example = _record_id(rows[0])
+    found = [
+        SchemaChange(spec.name, f.name, "documented_field_missing", example)
+        for f in spec.fields
+        if f.name not in keys and f.name not in excluded
+    ]
+    child = spec.child
+    if child is None:
+        return found
+    items = [i for r in rows for i in (r.get(child.source_field) or ()) if isinstance(i, dict)]
+    if not items:
+        return found
+    item_keys = set().union(*items)
+    item_excluded = _excluded_for(spec, child.table)
+    return found + [
+        SchemaChange(child.table, f.name, "documented_field_missing", example)
+        for f in child.fields
+        if f.name not in item_keys and f.name not in item_excluded
+    ]
+
+
+def schema_change_row(
+    change: SchemaChange, run_id: str, resource: str, at: dt.datetime
+) -> dict[str, object]:
+    """One row of `_ciklek_schema_changes`."""
+    return {
+        "detected_at": at,
+        "run_id": run_id,
+        "resource": resource,
+        "table_name": change.table,
+        "column": change.column,
+        "change": change.change,
+        "example_record_id": change.example_id,
+    }
+
+
+def schema_changes_table(rows: Sequence[Mapping[str, object]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=SCHEMA_CHANGES_SCHEMA)

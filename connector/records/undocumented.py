@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention
@@ -104,17 +106,59 @@ def key_text(value: object) -> str:
     return str(value)
 
 
+CHANGES = ("new_column", "folded_into_extra", "type_changed", "documented_field_missing")
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One change in what the API sends, as `_ciklek_schema_changes` records it.
+
+    `new_column`: an undocumented field got a column of its own; `folded_into_extra`: one went
+    into `_ciklek_extra` (past the column cap, or `schema_changes = "freeze"`); `type_changed`: a
+    documented field whose values, all of them in a batch, no longer fit its type;
+    `documented_field_missing`: a whole page without a documented field.
+    """
+
+    table: str
+    column: str
+    change: str
+    example_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}|{self.column}|{self.change}"
+
+
 class TableColumns:
-    """Which undocumented columns each table already has, so the cap holds across batches.
+    """Which undocumented columns each table already has, so the cap holds across batches, and
+    the schema changes seen on the way.
 
     One object per run: the caller seeds it from the pipeline's schema (`seed`) and passes it to
     every `build_batch`; a column admitted once keeps its place, and only new names count
     against `cap`. Without one, `build_batch` starts afresh and the cap holds per batch.
+    `frozen` (`schema_changes = "freeze"`): no column is ever added; every new field folds into
+    `_ciklek_extra`. Changes are kept once each (`changes()`), for the run to record.
     """
 
-    def __init__(self, cap: int = MAX_EXTRA_COLUMNS) -> None:
+    def __init__(self, cap: int = MAX_EXTRA_COLUMNS, *, frozen: bool = False) -> None:
         self.cap = cap
+        self.frozen = frozen
         self._known: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self._changes: dict[str, SchemaChange] = {}
+
+    def note(self, change: SchemaChange) -> None:
+        """Remember a change (the first example of each is kept)."""
+        with self._lock:
+            self._changes.setdefault(change.key, change)
+
+    def changes(self) -> list[SchemaChange]:
+        """Every change noted so far in this run, in the order first seen."""
+        with self._lock:
+            return list(self._changes.values())
+
+    def columns_of(self, table: str) -> set[str]:
+        return set(self._known.get(table, ()))
 
     def seed(self, table: str, columns: Iterable[str]) -> None:
         """Columns the table already has in the warehouse (documented ones are not counted)."""
@@ -124,7 +168,7 @@ class TableColumns:
     def admit(self, table: str, wanted: Iterable[str], documented: frozenset[str]) -> set[str]:
         """The columns among `wanted` (in first-seen order) that may be columns of their own."""
         known = self._known.setdefault(table, set())
-        room = self.cap - len(known - documented)
+        room = 0 if self.frozen else self.cap - len(known - documented)
         admitted: set[str] = set()
         for column in wanted:
             if column in known or column in documented:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from connector.api.client import CiklekClient, build_client
 from connector.api.ledger import QuotaLedger, RequestLog, ledger_for, sweep_ledger
 from connector.catalogue import ResourceSpec
 from connector.config.settings import Settings, load_settings
+from connector.records.undocumented import TableColumns
 from connector.runs.bare import LoudSource
 from connector.runs.events import EventLog
 from connector.runs.progress import ProgressReporter
@@ -98,10 +100,20 @@ def bare_setup(resources: object = None) -> SourceSetup:
         catalogue=settings.catalogue,
         resources=list(settings.resources),
         client=ClientLease(lambda: build_client(settings, quota=quota), release=release),
-        config=RunConfig(page_size=settings.page_size, lookback_seconds=settings.lookback_seconds),
-        report=RunReport(),
+        config=RunConfig(
+            page_size=settings.page_size,
+            lookback_seconds=settings.lookback_seconds,
+            hash_key=settings.require_hash_key(),
+        ),
+        report=_report(settings, uuid.uuid4().hex),
         loud=LoudSource(named=settings.resources_named),
     )
+
+
+def _report(settings: Settings, run_id: str) -> RunReport:
+    """Where the resources report back: `schema_changes = "freeze"` freezes the columns."""
+    frozen = settings.schema_changes == "freeze"
+    return RunReport(columns=TableColumns(frozen=frozen), run_id=run_id)
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,13 @@ def compose_sync(
     max_requests: int | None,
     progress: bool | None,
     events: EventLog | None = None,
+    run_id: str = "",
 ) -> Iterator[SyncParts]:
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
     the client is closed."""
     log = RequestLog()
     quota = (sweep_ledger if config.sweep else ledger_for)(settings, pipeline, max_requests)
-    report = RunReport()
+    report = _report(settings, run_id)
     client = build_client(settings, quota=quota, log=log, stop_event=report.stop_event)
     reporter = ProgressReporter(
         list(settings.resources),

@@ -29,6 +29,7 @@ class SyncOptions:
     since: str | None = None
     until: str | None = None
     full_refresh: bool = False
+    drop_first: bool = False  # --drop-first: a reload empties the tables first (no swap)
     max_requests: int | None = None
     strict: bool = False
     page_size: int | None = None
@@ -71,6 +72,8 @@ def check_options(options: SyncOptions) -> Window | None:
         raise ConfigError("--until must be later than --since")
     if options.full_refresh and (since or until):
         raise ConfigError("--full-refresh reloads everything; it cannot be combined with a window")
+    if options.drop_first and not options.full_refresh:
+        raise ConfigError("--drop-first applies to --full-refresh only")
     if options.sweep and (since or until or options.full_refresh):
         raise ConfigError("a sweep traverses everything: no --since, --until or --full-refresh")
     if options.force and not options.sweep:

@@ -54,6 +54,7 @@ class SyncResult:
     duckdb_path: str | None = None
     kind: str = "sync"
     dropped: list[str] = field(default_factory=list)
+    swapped: list[str] = field(default_factory=list)  # reloads built beside and swapped in
     # What the API's last response said of the key's allowance (X-RateLimit-*), beside `quota`,
     # which is the connector's own daily budget: a scheduler shows both, each named so.
     api_rate_limit: RateLimitHeaders | None = None

@@ -26,13 +26,21 @@ from dlt.extract.hints import TResourceHints
 from dlt.extract.resource import DltResource
 
 from connector.api.client import CiklekClient
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, ResourceSpec
+from connector.catalogue import (
+    CATALOGUE,
+    REJECTS_TABLE,
+    RUNS_TABLE,
+    SCHEMA_CHANGES_TABLE,
+    ResourceSpec,
+)
 from connector.records.normalize import (
     DELETED_COLUMN,
     Batch,
     build_batch,
     dlt_columns,
     rejects_table,
+    schema_change_row,
+    schema_changes_table,
     with_deleted_at,
 )
 from connector.records.undocumented import TableColumns
@@ -53,6 +61,7 @@ from connector.traversal.state import (
     stop,
 )
 from connector.traversal.sweep_state import on_chunk as sweep_chunk
+from connector.warehouse.reload import shadow_name, swap_record
 
 __all__ = ["ciklek_source", "make_resource"]
 
@@ -68,6 +77,7 @@ def _traverse(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
         lookback_seconds=config.lookback_seconds,
         full_refresh=config.full_refresh,
         sweep=config.sweep,
+        in_place=config.reload_in_place,
     )
     out = setup.report.outcome(spec.name)
     signals = stop_on_signals(setup.report.stop_event) if setup.loud else contextlib.nullcontext()
@@ -86,14 +96,17 @@ def _traverse(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
         state.rows_loaded += batch.parent.num_rows
     if walked.tracker is not None:
         walked.tracker.add(walked.ids)
+    shadow = trav.kind == "refresh" and not trav.in_place
     if walked.complete:
         out.done = True
         out.reconciliation = reconcile(walked.tracker, trav)
         finish(state, trav, walked.last_page, walked.tail)
+        if shadow:  # committed with the reload's last rows; swapped in once they are
+            state.swap = swap_record(spec.tables)
     if trav.kind == "sweep":
         sweep_chunk(state, trav, batch.rejects, walked.complete, current_load_id())
     state.store(raw_state)
-    yield from _tables(spec, batch, out, setup)
+    yield from _tables(spec, batch, out, setup, shadow=shadow)
     if setup.loud is not None:
         setup.loud.after_chunk(spec.name, out)
 
@@ -154,15 +167,27 @@ def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
 
 
 def _tables(
-    spec: ResourceSpec, batch: Batch, out: ResourceOutcome, setup: SourceSetup
+    spec: ResourceSpec, batch: Batch, out: ResourceOutcome, setup: SourceSetup, *, shadow: bool
 ) -> Iterator[object]:
+    """The chunk's tables; a reload (`shadow`) writes into its shadow tables beside the live
+    ones (`connector/runs/reload.py` swaps them in when the reload completes)."""
     synced_at = dt.datetime.now(dt.UTC)  # this load's time: the rows it writes carry it
     if batch.parent is not None:
-        yield with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
-    if batch.child is not None:
+        parent = with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
+        if shadow:
+            hints = dlt.mark.make_hints(
+                table_name=shadow_name(spec.name),
+                write_disposition="merge",
+                primary_key=spec.primary_key,
+            )
+            yield dlt.mark.with_hints(parent, hints, create_table_variant=True)
+        else:
+            yield parent
+    if batch.child is not None and spec.child is not None:
         out.child_rows += batch.child_items  # tombstones are not rows
         child = with_synced_at(with_deleted_at(batch.child), synced_at)
-        yield dlt.mark.with_hints(child, _child_hints(spec), create_table_variant=True)
+        table = shadow_name(spec.child.table) if shadow else spec.child.table
+        yield dlt.mark.with_hints(child, _child_hints(spec, table), create_table_variant=True)
     if batch.rejects and setup.config.rejects_inline:
         out.rejects += len(batch.rejects)
         yield dlt.mark.with_hints(
@@ -181,7 +206,7 @@ def with_synced_at(table: pa.Table, at: dt.datetime) -> pa.Table:
     return table.append_column(SYNCED_AT, column)
 
 
-def _child_hints(spec: ResourceSpec) -> TResourceHints:
+def _child_hints(spec: ResourceSpec, table: str) -> TResourceHints:
     assert spec.child is not None
     prefix = spec.child.table + "."
     excluded = frozenset(e[len(prefix) :] for e in spec.excluded if e.startswith(prefix))
@@ -191,7 +216,7 @@ def _child_hints(spec: ResourceSpec) -> TResourceHints:
         {"name": DELETED_COLUMN, "data_type": "bool", "hard_delete": True},
     ]
     return dlt.mark.make_hints(
-        table_name=spec.child.table,
+        table_name=table,
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         # No primary key on purpose: with both keys dlt deletes `WHERE d.id = s.id OR
         # d.order_id = s.order_id`, which DuckDB can only run as a nested loop (destination rows
@@ -235,6 +260,38 @@ def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
         yield rejects_table([])
 
 
+SEEN_CHANGES = "schema_changes_seen"  # source state: every change recorded so far, by key
+MAX_SEEN_CHANGES = 10_000  # a hostile server inventing fields cannot grow the state forever
+
+
+def _schema_changes(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    """`_ciklek_schema_changes`: each change the run noted that no earlier load recorded, once;
+    recorded with the state that remembers it (one load), told as an event as it is."""
+    if parallel:  # the data resources of this load walk in other threads: wait for their notes
+        report.gate.wait_walks(report.stop_event)
+    state = dlt.current.source_state()
+    seen: list[str] = list(state.get(SEEN_CHANGES) or [])
+    known = set(seen)
+    new = [c for c in report.columns.changes() if c.key not in known]
+    if new:
+        at = dt.datetime.now(dt.UTC)
+        rows = [schema_change_row(c, report.run_id, _resource_of(c.table), at) for c in new]
+        state[SEEN_CHANGES] = (seen + [c.key for c in new])[-MAX_SEEN_CHANGES:]
+        report.recorded_changes.extend(rows)
+        if report.on_event is not None:
+            for row in rows:
+                fields = {k: row[k] for k in ("resource", "table_name", "column", "change")}
+                report.on_event("schema_change", {**fields, "example": row["example_record_id"]})
+        yield schema_changes_table(rows)
+    elif SCHEMA_CHANGES_TABLE not in dlt.current.source_schema().tables:
+        yield schema_changes_table([])  # created, empty, by the first sync (like the rejects)
+
+
+def _resource_of(table: str) -> str:
+    """The resource a table of ours belongs to (line items belong to orders)."""
+    return next((s.name for s in CATALOGUE.values() if table in s.tables), table)
+
+
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
     for name, update in report.state_updates.items():  # recorded with the run row's load
         dlt.current.resource_state(name).update(update)
@@ -274,4 +331,11 @@ def ciklek_source(
         selected=False,
         parallelized=parallel,
     )(setup.report, parallel)
-    return [*selected, rejects, runs]
+    changes = dlt.resource(
+        _schema_changes,
+        name=SCHEMA_CHANGES_TABLE,
+        write_disposition="append",
+        selected=False,
+        parallelized=parallel,
+    )(setup.report, parallel)
+    return [*selected, rejects, changes, runs]

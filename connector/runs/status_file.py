@@ -71,6 +71,7 @@ class StatusWriter:
         self.started = dt.datetime.now(dt.UTC)
         previous = read_status(settings.state_dir, options.pipeline) or {}
         self.last_complete = previous.get("last_complete_sync")  # for `status --max-age`
+        self.earlier_changes = _recent(previous.get("schema_changes"))
 
     def write(self, pipeline: dlt.Pipeline, *, running: bool, last_run: Row | None = None) -> None:
         states = committed_states(pipeline, list(self.settings.catalogue))
@@ -88,6 +89,9 @@ class StatusWriter:
             "resources": {name: self._resource(name, st) for name, st in states.items()},
             "last_run": last_run,
             "last_complete_sync": self._last_complete(last_run),
+            "schema_changes": _recent(
+                [*self.earlier_changes, *(dict(r) for r in self.report.recorded_changes)]
+            ),
         }
         write_status(self.settings.state_dir, self.options.pipeline, doc)
 
@@ -104,7 +108,11 @@ class StatusWriter:
             "traversal": None
             if trav is None
             else {
-                **{k: getattr(trav, k) for k in ("kind", "since", "pages", "received", "total")},
+                **{
+                    k: getattr(trav, k)
+                    for k in ("kind", "since", "pages", "received", "total", "started_at")
+                },
+                "in_place": trav.in_place,
                 "ranges": [
                     {"since": r.since, "until": r.until, "pages": r.pages, "parked": r.parked}
                     for r in trav.ranges
@@ -114,5 +122,33 @@ class StatusWriter:
                 {"since": w.since, "until": w.until, "pages": w.pages} for w in st.windows.values()
             ],
             "this_run_pages": outcome.pages if outcome else 0,
+            "swap_pending": st.swap,
             **sweep_status(st),
         }
+
+
+CHANGES_KEPT = dt.timedelta(days=7)
+
+
+def _recent(changes: object) -> list[dict[str, object]]:
+    """Schema changes detected in the last 7 days (what `ciklek status` lists), oldest first."""
+    if not isinstance(changes, list):
+        return []
+    cutoff = dt.datetime.now(dt.UTC) - CHANGES_KEPT
+    kept = []
+    for change in changes:
+        if not isinstance(change, dict):
+            continue
+        at = change.get("detected_at")
+        when = at if isinstance(at, dt.datetime) else _parse(at)
+        if when is not None and when >= cutoff:
+            kept.append({**change, "detected_at": iso(when)})
+    return kept
+
+
+def _parse(value: object) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

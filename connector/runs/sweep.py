@@ -81,8 +81,8 @@ def settle(
     """
     states = states_in(pipeline.state, names)
     for name in names:
-        if name in report.state_updates:
-            continue
+        if "sweeps" in report.state_updates.get(name, {}):
+            continue  # settled already in this run
         record = SweepRecord.load(states[name].sweeps)
         pending = record.pending
         if pending is None or _expired(pending):
@@ -124,7 +124,7 @@ def settle(
                     "forced": reason is not None,
                 }
                 record.pending = None
-        report.state_updates[name] = {"sweeps": record.dump()}
+        report.state_updates.setdefault(name, {})["sweeps"] = record.dump()
 
 
 def _expired(pending: Mapping[str, object]) -> bool:

@@ -18,7 +18,7 @@ from typing import Literal
 import dlt
 from dlt.common.destination.reference import TDestinationReferenceArg
 
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
+from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
 from connector.config.settings import Settings, load_settings
 from connector.errors import EXIT_OK, Unauthorized
 from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
@@ -27,6 +27,7 @@ from connector.runs.events import EventLog
 from connector.runs.lock import pipeline_dir, run_lock
 from connector.runs.options import SyncOptions, check_options
 from connector.runs.recovery import recover
+from connector.runs.reload import start_reloads, swap_completed
 from connector.runs.result import SyncResult
 from connector.runs.run_row import run_row
 from connector.runs.signals import stop_on_signals
@@ -40,6 +41,7 @@ from connector.warehouse.checks import (
     check_column_types,
     check_destination_config,
     check_read_copy,
+    check_reload,
     destination_label,
 )
 from connector.warehouse.destinations import resolve_destination
@@ -56,6 +58,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
         resources=options.resources, page_size=options.page_size, pipeline=options.pipeline
     )
     settings.require_key()  # exit 2 before anything else when the key is missing
+    settings.require_hash_key()  # hashed fields without their key: never loaded in clear
     window = check_options(options)
     destination = resolve_destination(options.destination, options.dataset, options.duckdb_file)
     started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
@@ -72,6 +75,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
             max_requests=options.max_requests,
             progress=options.progress,
             events=EventLog(options.log_format, run_id, options.log_stream),
+            run_id=run_id,
         )
         with parts as built:
             report = built.source.report
@@ -105,11 +109,10 @@ def _prepared_pipeline(
     # dlt's own handlers would swallow a SIGTERM during normalize/load (the run then goes
     # on, or fails with SignalReceivedException); ours finish the chunk and exit 75.
     pipeline.config.runtime.intercept_signals = False
+    check_reload(pipeline, full_refresh=options.full_refresh, drop_first=options.drop_first)
     check_destination_config(pipeline)
     check_read_copy(pipeline, settings, options.dataset)
-    check_column_types(
-        pipeline, settings, set(settings.resources) if options.full_refresh else set()
-    )
+    check_column_types(pipeline, settings, _reloading(pipeline, settings, options))
     check_before_requests(pipeline, settings)
     restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
         pipeline,
@@ -120,6 +123,17 @@ def _prepared_pipeline(
     return pipeline
 
 
+def _reloading(pipeline: dlt.Pipeline, settings: Settings, options: SyncOptions) -> set[str]:
+    """Resources this run reloads: all with --full-refresh, and those whose reload is in progress
+    (a plain sync continues it): their declared types are what the reload writes."""
+    if options.full_refresh:
+        return set(settings.resources)
+    states = committed_states(pipeline, list(settings.resources))
+    return {
+        n for n, st in states.items() if st.traversal is not None and st.traversal.kind == "refresh"
+    }
+
+
 def _run_config(options: SyncOptions, settings: Settings, window: Window | None) -> RunConfig:
     return RunConfig(
         page_size=settings.page_size,
@@ -128,10 +142,12 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         lookback_seconds=settings.lookback_seconds,
         window=window,
         full_refresh=options.full_refresh,
+        reload_in_place=options.drop_first,
         tracker_dir=pipeline_dir(settings.state_dir, options.pipeline) / "traversals",
         rejects_inline=False,
         sweep=options.sweep,
         max_concurrency=settings.max_concurrency,
+        hash_key=settings.require_hash_key(),
     )
 
 
@@ -144,29 +160,35 @@ def _chunks(
 ) -> None:
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
     pending = list(setup.resources)
+    report = setup.report
     recover(pipeline)
+    # A reload that completed in a run stopped before its swap: swapped in before anything else.
+    result.swapped += swap_completed(pipeline, list(setup.catalogue), report)
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
-        settle(pipeline, result.settings, setup.report, pending, force=options.force)
-        pending = [n for n in pending if not setup.report.outcome(n).finished]
-    # --full-refresh empties a resource once; a reload that stopped early is continued instead.
+        settle(pipeline, result.settings, report, pending, force=options.force)
+        pending = [n for n in pending if not report.outcome(n).finished]
+    # --full-refresh starts a reload once; a reload that stopped early is continued instead.
     states = committed_states(pipeline, pending) if options.full_refresh else {}
     reload = [
         n for n, st in states.items() if st.traversal is None or st.traversal.kind != "refresh"
     ]
-    report = setup.report
+    if reload and not options.drop_first:
+        start_reloads(pipeline, reload, setup.catalogue)  # built beside, swapped in at the end
+        reload = []
     while pending:
         names: list[str] = pending
         refresh: Literal["drop_resources"] | None = None
-        if reload:
+        if reload:  # --drop-first: dlt empties the tables now (no safe swap, or asked for)
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, setup=setup)
-        if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
-            source = source.with_resources(*names, REJECTS_TABLE)
+        if refresh is None:  # a refresh would drop our side tables: carry them to the next load
+            source = source.with_resources(*names, REJECTS_TABLE, SCHEMA_CHANGES_TABLE)
         if refresh is None:
             pipeline.run(source)
         else:
             pipeline.run(source, refresh=refresh)
             result.dropped += [t for n in names for t in setup.catalogue[n].tables]
+        result.swapped += swap_completed(pipeline, names, report)  # a reload just completed
         result.quota.flush()  # `ciklek status` reads today's count while the run goes on
         status.write(pipeline, running=True)
         pending = [n for n in pending if not report.outcome(n).finished]
@@ -203,7 +225,9 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
         # The outcome is decided: a signal changes nothing.
         with stop_on_signals(setup.report.stop_event):
             pipeline.run(
-                ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
+                ciklek_source(resources=[], setup=setup).with_resources(
+                    RUNS_TABLE, REJECTS_TABLE, SCHEMA_CHANGES_TABLE
+                )
             )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")

@@ -68,6 +68,8 @@ def target_line(result: SyncResult) -> str:
     line = f"run: {result.kind}{detail.get(result.kind, '')} into {where}, dataset {result.dataset}"
     if result.dropped:
         line += f"; full refresh dropped and reloaded: {', '.join(result.dropped)}"
+    if result.swapped:
+        line += f"; reload swapped in: {', '.join(result.swapped)}"
     # A cron log holds many summaries: which run, and when it ended.
     return line + f"; run_id {result.run_id}, ended {now()}"
 
@@ -82,6 +84,7 @@ def summary_fields(result: SyncResult) -> dict[str, object]:
         "dataset": result.dataset,
         "duckdb_path": result.duckdb_path,
         "dropped": result.dropped,
+        "swapped": result.swapped,
         "rows": {n: o.rows for n, o in outcomes.items()},
         "line_items": sum(o.child_rows for o in outcomes.values()),
         "rejects": sum(o.rejects for o in outcomes.values()),
@@ -95,6 +98,7 @@ def summary_fields(result: SyncResult) -> dict[str, object]:
         "resume_at": stamp(result.resume_at) if result.resume_at else None,
         "elapsed_seconds": round(result.elapsed, 1),
         "skipped": result.skipped,
+        "schema_changes": result.report.recorded_changes,
         "messages": list(dict.fromkeys(result.messages)),
     }
 

@@ -168,7 +168,7 @@ class V1App:
             entry = self.state.stores["orders"].get(path[len(ORDER_PREFIX) :])
             if entry is None:
                 return error(404, "not_found", "Order not found")
-            return Reply(200, b'{"data":' + entry.body + b"}")
+            return Reply(200, b'{"data":' + self.state.served("orders", entry) + b"}")
         return error(404, "not_found", "Route not found")
 
     def _list(self, resource: str, query_string: bytes) -> Reply:
@@ -203,7 +203,10 @@ class V1App:
         entries = page.entries
         if resource in self.state.hidden:  # silently left out; meta.total still counts them
             entries = [e for e in entries if not self.state.is_hidden(resource, e.id)]
-        body = b",".join([entry.body for entry in entries])
+        if resource in self.state.fields:  # the API changed what it sends (a schema change)
+            body = b",".join([self.state.served(resource, entry) for entry in entries])
+        else:
+            body = b",".join([entry.body for entry in entries])
         return Reply(200, b'{"data":[' + body + b'],"meta":' + meta + b"}")
 
     async def _create_order(self, scope: Scope, receive: Receive, key: str) -> Reply:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .cursor import CursorCodec
-from .state import RESOURCES, SandboxState
+from .state import RESOURCES, FieldChange, SandboxState
 from .store import dump
 
 TOKEN_HEADER = "X-Sandbox-Token"
@@ -188,6 +188,21 @@ def control_routes(state: SandboxState) -> list[Route]:
         state.hidden[body["resource"]] = share
         return _json(state.hidden)
 
+    async def fields(request: Request) -> Response:
+        # The API changes what it sends from now on: {"resource": "orders", "add": {"name":
+        # value, ...}, "drop": ["field", ...]}; only {"resource": ...} sends records as stored.
+        body = await _json_object(request)
+        if body is None or body.get("resource") not in RESOURCES:
+            return _problem(400, f'body must be {{"resource": one of {list(RESOURCES)}, ...}}')
+        add, drop = body.get("add", {}), body.get("drop", [])
+        if not isinstance(add, dict) or not isinstance(drop, list):
+            return _problem(400, "add must be an object of field: value, drop a list of names")
+        if add or drop:
+            state.fields[body["resource"]] = FieldChange(dict(add), frozenset(map(str, drop)))
+        else:
+            state.fields.pop(body["resource"], None)
+        return _json({r: {"add": c.add, "drop": sorted(c.drop)} for r, c in state.fields.items()})
+
     async def set_faults(request: Request) -> Response:
         changes = await _json_object(request)
         if changes is None:
@@ -229,6 +244,7 @@ def control_routes(state: SandboxState) -> list[Route]:
         Route("/records/{resource}/{rid}", record, methods=["GET", "PATCH", "DELETE"]),
         Route("/records/{resource}/{rid}/recreate", recreate, methods=["POST"]),
         Route("/hide", hide, methods=["POST"]),
+        Route("/fields", fields, methods=["POST"]),
         Route("/faults", set_faults, methods=["POST"]),
         Route("/limits", set_limits, methods=["POST"]),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SandboxConfig, key_fingerprint
@@ -17,7 +18,7 @@ from .data import DATA_END_US, generate
 from .faults import FaultInjector
 from .idempotency import IdempotencyStore
 from .ratelimit import RateLimiter
-from .store import Entry, ResourceStore
+from .store import Entry, ResourceStore, dump
 from .timefmt import US_PER_DAY, SandboxClock, format_ts, parse_ts
 
 RESOURCES: tuple[str, ...] = ("orders", "customers", "products")
@@ -39,6 +40,14 @@ class Stats:
         self.requests = 0
         self.by_status.clear()
         self.by_path.clear()
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """Fields added to (with their value) or dropped from every record of one resource."""
+
+    add: dict[str, Any] = field(default_factory=dict)
+    drop: frozenset[str] = frozenset()
 
 
 class SandboxState:
@@ -84,6 +93,9 @@ class SandboxState:
         # Share of each resource's records its list endpoint silently leaves out (meta.total
         # still counts them): a broken list, which must never look like mass deletion.
         self.hidden: dict[str, float] = {}
+        # Fields the API starts sending (`add`: name -> value) or stops sending (`drop`), per
+        # resource, from now on (``POST /_sandbox/fields``): how a schema changes upstream.
+        self.fields: dict[str, FieldChange] = {}
 
     def stamp(self, store: ResourceStore) -> tuple[int, str]:
         """A fresh updated_at for ``store``: now, but after every instant it holds."""
@@ -148,6 +160,15 @@ class SandboxState:
         obj = dict(obj)
         us, obj["updated_at"] = self.stamp(store)
         return store.put(rid, us, obj)
+
+    def served(self, resource: str, entry: Entry) -> bytes:
+        """A record's JSON as the API sends it now (with the field changes, if any)."""
+        change = self.fields.get(resource)
+        if change is None:
+            return entry.body
+        obj = {k: v for k, v in entry.obj.items() if k not in change.drop}
+        obj.update(change.add)
+        return dump(obj)
 
     def is_hidden(self, resource: str, rid: str) -> bool:
         """Is this record left out of its list (a stable draw per id)?"""

@@ -29,7 +29,8 @@ from connector.errors import (
     TryLater,
     Unauthorized,
 )
-from connector.records.normalize import Invalid, parse_instant
+from connector.records.hashing import FieldHasher
+from connector.records.normalize import Invalid, missing_fields, parse_instant
 from connector.records.undocumented import bounded_json, key_text
 from connector.traversal.reconcile import IdTracker, Reconciliation
 from connector.traversal.run_config import RunConfig
@@ -79,6 +80,8 @@ class Chunk:
         self.ids: list[str] = []
         self.last_page: list[Version] = []
         self.tracker = tracker
+        key = config.hash_key.reveal().encode() if config.hash_key is not None else None
+        self.hasher = FieldHasher.for_spec(spec, key)
         self.restarted()
 
     @property
@@ -96,6 +99,9 @@ class Chunk:
 
     def take(self, page: Page) -> PageFacts:
         """Keep the page's records; tell the traversal what the page brought."""
+        if self.hasher is not None:  # before anything keeps, converts or quarantines a record
+            for record in page.records:
+                self.hasher.apply(record)
         spec, until, self.last_page = self.spec, self.until, []
         new_ids, ids, versions, fresh = False, [], [], 0
         for record in page.records:
@@ -264,6 +270,8 @@ def _accept(
     trav = chunk.trav
     before = len(chunk.latest) + len(chunk.loose)
     facts = chunk.take(page)
+    for change in missing_fields(chunk.spec, page.records):
+        report.columns.note(change)
     out.new_records += len(chunk.latest) + len(chunk.loose) - before
     if out.first_page is None:
         out.first_page = page.page

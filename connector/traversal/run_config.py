@@ -10,6 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.config.redaction import HashKey
+
 Window = tuple[dt.datetime | None, dt.datetime | None]  # a --since/--until window (UTC)
 Row = dict[str, object]  # one row for a table of ours, or one JSON object of state
 
@@ -29,6 +31,9 @@ class RunConfig:
     lookback_seconds: float = 0.0
     window: Window | None = None
     full_refresh: bool = False  # a traversal started now is a reload (kind "refresh")
+    # `--drop-first`: the reload writes into the live tables dlt dropped at its start (where no
+    # safe swap exists); else into shadow tables swapped in when it completes.
+    reload_in_place: bool = False
     tracker_dir: Path | None = None
     # `ciklek sync` loads rejects through their own resource, so the table belongs to no data
     # resource: dlt's refresh drops the tables a resource owns, and a variant table is owned by
@@ -37,3 +42,5 @@ class RunConfig:
     sweep: bool = False  # `ciklek sweep`: every resource walks its sweep traversal
     # Resources walked at once in a load (`max_concurrency`; 1: one after the other, in order).
     max_concurrency: int = 1
+    # `hash_fields` (the catalogue's `hashed`): replaced by their HMAC as each page is taken.
+    hash_key: HashKey | None = None

@@ -67,8 +67,12 @@ class RunReport:
     halt: CiklekError | None = None
     pending_rejects: list[Row] = field(default_factory=list)
     run_rows: list[Row] = field(default_factory=list)
-    # Undocumented columns per table admitted so far: the 200-column cap holds per run.
+    # Undocumented columns per table admitted so far: the 200-column cap holds per run; and the
+    # schema changes noted on the way (`schema_changes = "freeze"`: `TableColumns(frozen=True)`).
     columns: TableColumns = field(default_factory=TableColumns)
+    run_id: str = ""
+    # Schema changes this run recorded in `_ciklek_schema_changes` (new ones only).
+    recorded_changes: list[Row] = field(default_factory=list)
     # Pages fetched by all resources in the current load: `chunk_pages` bounds a commit, not
     # each resource in it, so a kill loses at most `chunk_pages` requests. Shared by the
     # resources walking at once (see connector/traversal/gate.py).

@@ -116,6 +116,9 @@ class Traversal:
     first_at: str | None = None  # updated_at of the walk's first record
     upto: int | None = None  # records of the filtered list up to the last page (meta.page)
     tail_total: int | None = None  # meta.total of the list from `until` on (the next range)
+    # A reload (kind "refresh") written into the live tables (`--drop-first`) rather than into
+    # shadow tables swapped in at the end: decided when it starts, kept until it completes.
+    in_place: bool = False
 
     def to_json(self) -> JSON:
         return {
@@ -128,6 +131,7 @@ class Traversal:
             "position": list(self.position) if self.position else None,
             "page_ids": list(self.page_ids), "last_total": self.last_total,
             **self._ranges_json(),
+            **({"in_place": True} if self.in_place else {}),
         }  # fmt: skip
 
     def _ranges_json(self) -> JSON:
@@ -177,6 +181,7 @@ class Traversal:
             first_at=_str(raw.get("first_at")),
             upto=_int(raw.get("upto")),
             tail_total=_int(raw.get("tail_total")),
+            in_place=bool(raw.get("in_place", False)),
         )
 
 
@@ -202,6 +207,9 @@ class ResourceState:
     last_traversal: dict[str, object] | None = None
     sweep: Traversal | None = None
     sweeps: dict[str, object] | None = None
+    # A reload (`--full-refresh`) whose traversal completed into the shadow tables, waiting to
+    # be swapped in (`connector/runs/reload.py`): kept until the swap is recorded.
+    swap: dict[str, object] | None = None
 
     @classmethod
     def load(cls, raw: Mapping[str, object]) -> ResourceState:
@@ -228,6 +236,7 @@ class ResourceState:
             last_traversal=_dict(raw.get("last_traversal")),
             sweep=Traversal.from_json(sweep) if isinstance(sweep, dict) else None,
             sweeps=_dict(raw.get("sweeps")),
+            swap=_dict(raw.get("swap")),
         )  # fmt: skip
 
     def dump(self) -> JSON:
@@ -246,6 +255,7 @@ class ResourceState:
             "last_traversal": self.last_traversal,
             "sweep": self.sweep.to_json() if self.sweep else None,
             "sweeps": self.sweeps,
+            "swap": self.swap,
         }  # fmt: skip
 
     def store(self, into: MutableMapping[str, object]) -> None:
@@ -294,8 +304,10 @@ def begin(
     lookback_seconds: float,
     full_refresh: bool,
     sweep: bool = False,
+    in_place: bool = False,
 ) -> Traversal:
-    """The traversal this run works on: the one in progress, else a new one, kept in `state`."""
+    """The traversal this run works on: the one in progress, else a new one, kept in `state`.
+    `in_place`: a reload that starts now writes into the live tables (`--drop-first`)."""
     if sweep:  # the whole list, no updated_since, in its own slot: syncs go on beside it
         if state.sweep is None:
             state.sweep = start("sweep", None)
@@ -304,18 +316,30 @@ def begin(
         since, until = (iso(b) if b else None for b in window)
         key = f"{since or '-'}|{until or '-'}"
         return state.windows.setdefault(key, start("window", since, until))
+    if full_refresh and (state.traversal is None or state.traversal.kind != "refresh"):
+        return reload(state, in_place=in_place)
     if state.traversal is None:
-        state.traversal = _next_traversal(state, lookback_seconds, full_refresh)
+        state.traversal = _next_traversal(state, lookback_seconds)
     return state.traversal
 
 
-def _next_traversal(state: ResourceState, lookback_seconds: float, full_refresh: bool) -> Traversal:
+def reload(state: ResourceState, *, in_place: bool = False) -> Traversal:
+    """A reload begins (`--full-refresh`): the whole list again, from its beginning. The
+    watermark and resume point stay (the live table is still current as of them) until the
+    reload completes; a sweep in progress is discarded (its "seen" would mix two loads)."""
+    state.traversal = start("refresh", None)
+    state.traversal.in_place = in_place
+    state.sweep = None
+    if state.sweeps is not None:
+        state.sweeps = {"current": None, "pending": None, "last": state.sweeps.get("last")}
+    return state.traversal
+
+
+def _next_traversal(state: ResourceState, lookback_seconds: float) -> Traversal:
     if state.resume is not None and lookback_seconds <= 0:
         return resume(state.resume)
     since = _since_watermark(state, lookback_seconds)
     if since is None:
-        if full_refresh:
-            return start("refresh", None)  # a later --full-refresh continues it
         return start("full" if not state.rows_loaded else "incremental", None)
     return start("incremental", since)
 

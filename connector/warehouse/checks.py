@@ -26,6 +26,7 @@ from connector.config.settings import Settings
 from connector.errors import ConfigError
 from connector.warehouse.destinations import check_duckdb_collision
 from connector.warehouse.faults import DestinationFault, as_error, classify
+from connector.warehouse.reload import can_swap
 
 WAIT_STEP_SECONDS = 1.0
 
@@ -220,3 +221,17 @@ def check_before_requests(pipeline: dlt.Pipeline, settings: Settings) -> None:
         wait_seconds=settings.destination_lock_wait_seconds,
         on_wait=WaitLines(label, settings.progress_interval_seconds),
     )
+
+
+def check_reload(pipeline: dlt.Pipeline, *, full_refresh: bool, drop_first: bool) -> None:
+    """A reload is built beside the live tables and swapped in; where the destination has no
+    transactional swap, only `--drop-first` (empty first, reload in place) is possible, and the
+    user must ask for it: said before any request (exit 2)."""
+    name = pipeline.destination.destination_name
+    if full_refresh and not drop_first and not can_swap(name):
+        raise ConfigError(
+            f"--full-refresh on destination {name!r}: no safe swap there (a reload is built "
+            "beside the live tables and swapped in, in one transaction, on duckdb and "
+            "postgres); add --drop-first to empty the tables first and reload them in place "
+            "(queries then see partial tables until the reload completes)"
+        )

@@ -228,17 +228,22 @@ KEPT = "up to the last committed chunk (the next run fetches the chunk that fail
 def stop_on_fault(label: str, result: RunOutcome) -> Iterator[None]:
     """Around the chunk loop: a warehouse failure ends the run cleanly, anything else propagates.
 
-    A recognised fault becomes `result.error` and one message (destination, cause, what to do);
-    the chunks committed before it stay committed, and `_decide` turns the error into 75/3/7.
+    A recognised fault (or one of our destination errors, e.g. a swap the warehouse refused)
+    becomes `result.error` and one message (destination, cause, what to do); the chunks
+    committed before it stay committed, and the exit decision turns the error into 75/3/7.
     """
     try:
         yield
     except Exception as exc:
-        fault = classify(exc)
-        if fault is None:
-            raise
+        error: CiklekError
+        if isinstance(exc, DESTINATION_ERRORS):
+            error = exc
+        else:
+            fault = classify(exc)
+            if fault is None:
+                raise
+            error = as_error(fault, label)
         _log.debug("the warehouse failed", exc_info=True)  # the traceback, with --debug only
-        error = as_error(fault, label)
         result.error = error
         text = str(error)
         kept = f" {KEPT}" if "progress is kept" in text else f"; progress is kept {KEPT}"

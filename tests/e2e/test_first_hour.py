@@ -167,7 +167,7 @@ def test_summary_progress_tables_and_query_across_runs(
     )
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr
     assert "run: refresh (full refresh) into duckdb" in refresh.stdout
-    assert "full refresh dropped and reloaded: products" in refresh.stdout
+    assert "reload swapped in: products" in refresh.stdout
     window = run_cli(
         "sync",
         "--duckdb-file",

@@ -180,10 +180,14 @@ def test_a_second_sync_while_one_runs_exits_75_and_changes_nothing(
 def test_full_refresh_interrupted_is_continued_by_the_next_run(
     sandbox_factory, clean_env: Path
 ) -> None:
+    """A reload stopped twice is continued (not restarted) by the same command and then by a
+    plain sync. Built beside the live table: until it completes, every query sees the old
+    table, row for row, and the record deleted upstream; the swap makes the table the API's."""
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
     assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    old = order_rows(db)
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")  # only a reload can drop it
 
@@ -191,11 +195,57 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     stopped = run_sync_cli(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     splits = splits_in(stopped.stderr)
+    assert order_rows(db) == old  # the live table: untouched
+    shadow = "ciklek._ciklek_reload_orders"
+    [(built,)] = query(db, f"select count(*) from {shadow}")
+    assert (5 - splits) * PAGE <= built <= 5 * PAGE
+
+    before = requests_sent(sb)
+    again = run_sync_cli(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
+    assert again.returncode == 75
+    splits += splits_in(again.stderr)
+    [(grown,)] = query(db, f"select count(*) from {shadow}")
+    assert built < grown <= 10 * PAGE  # the same command continues the reload
+    assert requests_sent(sb) - before == 5
+    assert order_rows(db) == old
+
+    rest = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert "reload swapped in: orders, order_line_items" in rest.stdout
+    splits += splits_in(rest.stderr)
+    # Continued, not restarted: the reload's three runs sent one traversal's pages.
+    assert requests_sent(sb) - first <= ORDER_PAGES + splits + 1
+    assert_orders_match_api(db, sb)
+    assert query(db, f"select count(*) from ciklek.orders where id = '{gone}'") == [(0,)]
+    tables = query(
+        db, "select table_name from information_schema.tables where table_name like '%reload%'"
+    )
+    assert tables == []  # the shadow tables went with the swap
+
+
+def test_full_refresh_drop_first_empties_once_and_is_continued(
+    sandbox_factory, clean_env: Path
+) -> None:
+    """`--drop-first` (where no safe swap exists, or asked for): emptied once at the start, then
+    continued by the same command and by a plain sync."""
+    sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
+    env = fast_env(sb)
+    db = clean_env / DEFAULT_DB
+    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    gone = sorted(api_records(sb))[0]
+    sb.control_request("DELETE", f"records/orders/{gone}")
+
+    first = requests_sent(sb)
+    refresh = ("--full-refresh", "--drop-first", "--max-requests", "5")
+    stopped = run_sync_cli(env, *ORDERS, *refresh, cwd=clean_env)
+    assert stopped.returncode == 75, stopped.stdout + stopped.stderr
+    assert "full refresh dropped and reloaded: orders, order_line_items" in stopped.stdout
+    splits = splits_in(stopped.stderr)
     # Emptied once, at the start, then 5 pages (a range's last page may be partial).
     assert (5 - splits) * PAGE <= count_orders(db) <= 5 * PAGE
 
     before, loaded = requests_sent(sb), count_orders(db)
-    again = run_sync_cli(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
+    again = run_sync_cli(env, *ORDERS, *refresh, cwd=clean_env)
     assert again.returncode == 75
     splits += splits_in(again.stderr)
     assert loaded < count_orders(db) <= 10 * PAGE  # the same command continues the reload
@@ -204,7 +254,6 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     rest = run_sync_cli(env, *ORDERS, cwd=clean_env)
     assert rest.returncode == 0, rest.stdout + rest.stderr
     splits += splits_in(rest.stderr)
-    # Continued, not restarted: the reload's three runs sent one traversal's pages.
     assert requests_sent(sb) - first <= ORDER_PAGES + splits + 1
     assert_orders_match_api(db, sb)
     assert query(db, f"select count(*) from ciklek.orders where id = '{gone}'") == [(0,)]
@@ -237,7 +286,7 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     assert requests_sent(sb) == 7
 
 
-def test_full_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rerun(
+def test_drop_first_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rerun(
     sandbox_factory, clean_env: Path, tmp_path: Path
 ) -> None:
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS, "--latency-ms", 30)
@@ -247,7 +296,8 @@ def test_full_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rerun(
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")
     before = requests_sent(sb)
-    proc = start_sync(env, *ORDERS, "--full-refresh", cwd=clean_env, log=tmp_path / "r.log")
+    reload = ("--full-refresh", "--drop-first")
+    proc = start_sync(env, *ORDERS, *reload, cwd=clean_env, log=tmp_path / "r.log")
     # Kill while dlt loads the first chunk, the one that empties the table (a kill before it
     # was extracted leaves the warehouse untouched: the refresh simply has not begun).
     loading = env_home(env) / "pipelines" / "ciklek" / "load" / "normalized"
