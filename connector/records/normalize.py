@@ -464,7 +464,7 @@ class _Plan:
         folded = [
             name for column, group in by_column.items() if column not in own for name in group
         ]
-        for column in names:
+        for column in names if known.existed(self.table) else ():
             if column not in before and column not in self.taken:
                 example = _first_id(rows, by_column[column])
                 known.note(SchemaChange(self.table, column, "new_column", example))

@@ -144,6 +144,7 @@ class TableColumns:
         self.cap = cap
         self.frozen = frozen
         self._known: dict[str, set[str]] = {}
+        self._existing: set[str] = set()  # tables the warehouse had before this run loaded them
         self._lock = threading.Lock()
         self._changes: dict[str, SchemaChange] = {}
 
@@ -160,8 +161,16 @@ class TableColumns:
     def columns_of(self, table: str) -> set[str]:
         return set(self._known.get(table, ()))
 
+    def existed(self, table: str) -> bool:
+        """Did the warehouse have the table before? Its first load is its starting point: the
+        columns that load creates are no change."""
+        return table in self._existing
+
     def seed(self, table: str, columns: Iterable[str]) -> None:
         """Columns the table already has in the warehouse (documented ones are not counted)."""
+        columns = list(columns)
+        if columns:
+            self._existing.add(table)
         known = self._known.setdefault(table, set())
         known.update(c for c in map(column_name, columns) if c and not is_reserved(c))
 

@@ -37,6 +37,7 @@ from dagster import (
 from ciklek_dagster.checks import (
     NO_REJECTS,
     RECONCILED,
+    SCHEMA_UNCHANGED,
     SYNC_COMPLETE,
     check_specs,
     complete_from_record,
@@ -44,6 +45,7 @@ from ciklek_dagster.checks import (
     last_sync,
     no_rejects,
     reconciled,
+    schema_unchanged,
 )
 from ciklek_dagster.config import CiklekConfig, Target
 from ciklek_dagster.docs_tables import TablesDoc, read_tables_doc
@@ -191,6 +193,11 @@ def from_record(
         count = warehouse.rejects(TABLES[table], last) if last else 0
         scope = f"the last sync (run {last.run_id})" if last else "no sync recorded yet"
         return no_rejects(check.asset_key, count, scope, strict=bundle.config.strict)
+    if check.name == SCHEMA_UNCHANGED:
+        last = last_sync(runs, TABLES[table])
+        changes = warehouse.schema_changes(table, last) if last else []
+        scope = f"the last sync (run {last.run_id})" if last else "no sync recorded yet"
+        return schema_unchanged(check.asset_key, changes, scope)
     return reconciled(check.asset_key, stats.get(table), None, NOT_RUN)
 
 
@@ -292,6 +299,10 @@ class Report:
             return no_rejects(
                 check.asset_key, out.rejects, "this run", strict=self.bundle.config.strict
             )
+        if check.name == SCHEMA_UNCHANGED:
+            recorded = self.result.report.recorded_changes
+            changes = [c for c in recorded if c.get("table_name") == table]
+            return schema_unchanged(check.asset_key, changes, "this run")
         assert check.name == RECONCILED
         return reconciled(
             check.asset_key, self.stats().get(table), out.reconciliation, NO_TRAVERSAL

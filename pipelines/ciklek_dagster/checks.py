@@ -9,7 +9,7 @@ says nothing of the table's size; a check launched on its own has no traversal a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dagster import (
@@ -25,12 +25,14 @@ from ciklek_dagster.facts import Metadata, quota_metadata
 from ciklek_dagster.outcome import stop_description, stopped_by
 from ciklek_dagster.tables import TABLES, AssetNames
 from ciklek_dagster.warehouse import RunRow, TableStats
+from connector.cli.tables import change_line
 from connector.runs.result import SyncResult
 from connector.timefmt import stamp
 from connector.traversal.reconcile import Reconciliation
 from connector.warehouse.run_log import COMPLETED
 
 SYNC_COMPLETE, NO_REJECTS, RECONCILED = "sync_complete", "no_rejects", "reconciled"
+SCHEMA_UNCHANGED = "schema_unchanged"
 
 DESCRIPTIONS = {
     SYNC_COMPLETE: (
@@ -51,14 +53,23 @@ DESCRIPTIONS = {
         "API's `meta.total` (the whole list after a full traversal, the records updated since "
         "the traversal's start after an incremental one). Says what it could not compare."
     ),
+    SCHEMA_UNCHANGED: (
+        "Passes when the last sync recorded no change in what the API sends for this table. "
+        "Fails (WARN) listing each change `_ciklek_schema_changes` recorded: a new column, a "
+        "field folded into `_ciklek_extra`, a documented field whose values no longer fit its "
+        "type, or one missing from a whole page. On its own, read from that table for the last "
+        "sync recorded in `_ciklek_sync_runs`."
+    ),
 }
 
 
 def check_specs(names: AssetNames, partitions: PartitionsDefinition | None) -> list[AssetCheckSpec]:
-    """`sync_complete` on every table; `no_rejects` and `reconciled` on the resources' own."""
+    """`sync_complete` and `schema_unchanged` on every table; `no_rejects` and `reconciled` on
+    the resources' own."""
     specs = []
     for table, resource in TABLES.items():
-        checks = [SYNC_COMPLETE] + ([NO_REJECTS, RECONCILED] if table == resource else [])
+        checks = [SYNC_COMPLETE, SCHEMA_UNCHANGED]
+        checks += [NO_REJECTS, RECONCILED] if table == resource else []
         specs += [
             AssetCheckSpec(
                 name,
@@ -184,3 +195,25 @@ def _against_api(rec: Reconciliation | None, why_not: str) -> Comparison:
     }
     said = f"Traversal of {scope}: {rec.describe()}."
     return Comparison(rec.difference >= 0, said, metadata)
+
+
+def schema_unchanged(
+    key: AssetKey, changes: Sequence[Mapping[str, object]], scope: str
+) -> AssetCheckResult:
+    """`changes`: the table's rows of `_ciklek_schema_changes` recorded by `scope` (a run)."""
+    if not changes:
+        said = f"No schema change recorded by {scope}."
+    else:
+        listed = "; ".join(change_line(c).split(": ", 1)[1] for c in changes)
+        said = f"{len(changes)} schema change(s) recorded by {scope}: {listed}."
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=SCHEMA_UNCHANGED,
+        passed=not changes,
+        severity=AssetCheckSeverity.WARN,
+        description=said,
+        metadata={
+            "schema_changes": len(changes),
+            **({"changes": [f"{c['column']}: {c['change']}" for c in changes]} if changes else {}),
+        },
+    )

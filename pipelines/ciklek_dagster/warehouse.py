@@ -23,7 +23,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from ciklek_dagster.config import Target
 from ciklek_dagster.docs_tables import TablesDoc
 from ciklek_dagster.tables import plain
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
+from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
 from connector.errors import DestinationBusy
 from connector.runs.compose import dlt_run_settings
 from connector.runs.target import duckdb_path
@@ -146,6 +146,23 @@ class Warehouse:
             except DatabaseUndefinedRelation:
                 return 0
         return int(rows[0][0]) if rows else 0
+
+    def schema_changes(self, table: str, run: RunRow) -> list[dict[str, object]]:
+        """Schema changes of `table` recorded by `run` (`_ciklek_schema_changes.run_id`)."""
+        with self.client() as client:
+            name = client.make_qualified_table_name(SCHEMA_CHANGES_TABLE)
+            column = client.escape_column_name("column")
+            try:
+                rows = client.execute_sql(
+                    f"SELECT table_name, {column}, change, example_record_id FROM {name} "
+                    "WHERE run_id = %s AND table_name = %s ORDER BY detected_at",
+                    run.run_id,
+                    table,
+                )
+            except DatabaseUndefinedRelation:
+                return []
+        keys = ("table_name", "column", "change", "example_record_id")
+        return [dict(zip(keys, row, strict=True)) for row in rows or []]
 
     def column_schema(self, table: str, docs: TablesDoc) -> TableSchema | None:
         """The table's columns in dlt's schema, typed as the destination has them, described by

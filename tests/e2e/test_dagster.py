@@ -40,7 +40,7 @@ TABLES = ("orders", "order_line_items", "customers", "products")
 KEYS = {f"ciklek/{t}" for t in TABLES}
 PARENTS = ("orders", "customers", "products")
 CHECKS = {
-    *((f"ciklek/{t}", "sync_complete") for t in TABLES),
+    *((f"ciklek/{t}", c) for t in TABLES for c in ("sync_complete", "schema_unchanged")),
     *((f"ciklek/{t}", c) for t in PARENTS for c in ("no_rejects", "reconciled")),
 }
 FLAGS = ("--orders", 120, "--customers", 30, "--products", 15)
@@ -158,10 +158,19 @@ def test_every_table_materialises_with_its_table_metadata_then_incrementally(
         ("ciklek_dagster", "completed")
     ]
 
+    sb.control_post("fields", json={"resource": "orders", "add": {"loyalty_tier": "gold"}})
     sb.control_post("mutate", update=2, create=3, resource="orders")
     sb.control_post("reset_stats")
     again = materialize([assets])
     assert again.success
+    # The API began to send a field: one new column, and that table's check WARNs.
+    changed = checks(again)[("ciklek/orders", "schema_unchanged")]
+    assert not changed.passed and changed.severity == AssetCheckSeverity.WARN
+    assert "new column loyalty_tier" in changed.description
+    assert changed.metadata["schema_changes"].value == 1
+    assert checks(again)[("ciklek/customers", "schema_unchanged")].passed
+    recorded = 'select "column", change from ciklek._ciklek_schema_changes'
+    assert query(db, recorded) == [("loyalty_tier", "new_column")]
     assert sb.stats()["by_path"] == {"/v1/orders": 1, "/v1/customers": 1, "/v1/products": 1}
     meta = metadata(again)
     assert meta["ciklek/orders"]["rows_loaded"] == 5

@@ -27,6 +27,10 @@ def kinds(columns: TableColumns) -> list[tuple[str, str, str | None]]:
 
 
 def test_a_new_undocumented_field_is_one_new_column_with_an_example() -> None:
+    first = TableColumns()
+    first.seed("products", [])  # the table's first load: its columns are no change
+    build_batch(PRODUCTS, [product(1, tier="gold")], columns=first)
+    assert first.changes() == []
     known = TableColumns()
     known.seed("products", ["id", "sku", "old_extra"])
     build_batch(PRODUCTS, [product(1), product(2, tier="gold"), product(3, old_extra="x")],
@@ -47,6 +51,7 @@ def test_frozen_columns_fold_every_new_field_into_extra() -> None:
 
 def test_past_the_cap_a_field_folds_into_extra_and_says_so() -> None:
     known = TableColumns(cap=1)
+    known.seed("products", ["id"])  # the table exists
     build_batch(PRODUCTS, [product(1, tier="gold", region="eu")], columns=known)
     assert kinds(known) == [("tier", "new_column", "p1"), ("region", "folded_into_extra", "p1")]
 
