@@ -98,7 +98,11 @@ def bare_setup(resources: object = None) -> SourceSetup:
         catalogue=settings.catalogue,
         resources=list(settings.resources),
         client=ClientLease(lambda: build_client(settings, quota=quota), release=release),
-        config=RunConfig(page_size=settings.page_size, lookback_seconds=settings.lookback_seconds),
+        config=RunConfig(
+            page_size=settings.page_size,
+            lookback_seconds=settings.lookback_seconds,
+            history=frozenset(settings.history),
+        ),
         report=RunReport(),
         loud=LoudSource(named=settings.resources_named),
     )

@@ -24,6 +24,7 @@ from connector.errors import EXIT_OK, Unauthorized
 from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
 from connector.runs.decide import decide
 from connector.runs.events import EventLog
+from connector.runs.history import finish_history, start_history
 from connector.runs.lock import pipeline_dir, run_lock
 from connector.runs.options import SyncOptions, check_options
 from connector.runs.recovery import recover
@@ -131,6 +132,7 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         rejects_inline=False,
         sweep=options.sweep,
         max_concurrency=settings.max_concurrency,
+        history=frozenset(settings.history),
     )
 
 
@@ -144,6 +146,7 @@ def _chunks(
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
     pending = list(setup.resources)
     recover(pipeline)
+    start_history(pipeline, setup, result.settings)  # `history` just switched on: seed it
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
         settle(pipeline, result.settings, setup.report, pending, force=options.force)
         pending = [n for n in pending if not setup.report.outcome(n).finished]
@@ -174,6 +177,7 @@ def _chunks(
             break
     if options.sweep:  # the sweeps this run completed, now that their last chunk is committed
         settle(pipeline, result.settings, report, list(setup.resources), force=options.force)
+    finish_history(pipeline, result.settings, list(setup.resources))  # the `_history` views
 
 
 def _conclude(

@@ -37,3 +37,6 @@ class RunConfig:
     sweep: bool = False  # `ciklek sweep`: every resource walks its sweep traversal
     # Resources walked at once in a load (`max_concurrency`; 1: one after the other, in order).
     max_concurrency: int = 1
+    # Resources whose every fetched version is kept in `<name>_versions` (`history`): their walks
+    # keep every version of a chunk, not only the newest per id.
+    history: frozenset[str] = frozenset()
