@@ -172,3 +172,40 @@ def test_without_the_look_back_the_same_sweep_would_mark_live_records(
     marked = query(db, "select id from ciklek.orders where _ciklek_deleted_at is not null")
     assert sorted(r[0] for r in marked) == sorted(moved)
     assert set(moved) <= set(api_records(sb))  # live upstream all the same
+
+
+def test_plan_counts_the_look_back_window_of_the_next_sync(
+    sb: SandboxProcess,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from connector.cli import main
+
+    assert sync().exit_code == 0
+    sb.control_post("mutate", resource="orders", update=PAGE + 5)  # all within the look-back
+    assert sync().exit_code == 0
+    capsys.readouterr()
+
+    def planned() -> tuple[list[str], str]:
+        assert main(["plan", "--resources", "orders"]) == 0
+        out = capsys.readouterr().out
+        row = next(line.split() for line in out.splitlines() if "│ orders" in line)
+        return row[1:8:2], out  # resource, records, next sync: records, next sync: requests
+
+    row, out = planned()
+    assert row == ["orders", "100", str(PAGE + 5), "2"]  # the window is re-read: two pages
+    assert "each sweep then re-reads what changed while it ran" in out
+    monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", "0")
+    row, out = planned()
+    assert row == ["orders", "100", "1", "1"]  # from the watermark: its own record
+    assert "re-reads" not in out
+
+
+def test_the_sandbox_refuses_a_late_seconds_that_is_not_a_duration(sb: SandboxProcess) -> None:
+    for bad in ("-1", "soon", "nan"):
+        response = sb.control_request(
+            "POST", "mutate", params={"resource": "orders", "update": 1, "late_seconds": bad}
+        )
+        assert response.status_code == 400, bad
+        assert "late_seconds" in response.json()["error"]
