@@ -234,13 +234,16 @@ def _tables(
 
 def _version_tables(versions: Sequence[VersionRows]) -> Iterator[object]:
     """`<table>_versions`: merged on the version's key, so a version fetched again (a retry,
-    a range, a kill, a sweep, a look-back) replaces itself, never adds a row. An upsert rather
-    than insert-only: a version a sweep marked deleted that the API lists again is live again
-    (its `_ciklek_deleted_at` back to null), as in the current table."""
+    a range, a kill, a sweep, a look-back) replaces itself, never adds a row. Replaced rather
+    than inserted only when new: a version a sweep marked deleted that the API lists again is
+    live again (its `_ciklek_deleted_at` back to null), as in the current table. delete-insert,
+    the strategy of every table of ours: a destination that takes the current tables (checked
+    before any request, `warehouse/merge_check.py`) takes the versions (redshift, for one, has
+    no upsert)."""
     for part in distinct(versions):
         hints = dlt.mark.make_hints(
             table_name=part.table,
-            write_disposition={"disposition": "merge", "strategy": "upsert"},
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
             primary_key=list(part.key),
             merge_key=[],
         )

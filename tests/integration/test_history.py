@@ -244,3 +244,29 @@ def test_a_full_refresh_keeps_the_history(sb: SandboxProcess, clean_env: Path) -
     newest = f"select max(valid_from) from ciklek.orders_history where id = '{rid}'"
     assert query(db, newest) == [(t1,)]
     assert_orders_match_api(db, sb)
+
+
+def test_a_bare_source_keeps_the_versions_too(
+    sb: SandboxProcess, clean_env: Path, tmp_path: Path
+) -> None:
+    import dlt
+
+    from connector import ciklek_source
+
+    pipeline = dlt.pipeline(
+        pipeline_name="bare_history",
+        destination=dlt.destinations.duckdb(str(tmp_path / "warehouse.duckdb")),
+        dataset_name="bare",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    pipeline.run(ciklek_source(resources=["orders"]))
+    rid = sorted(api_records(sb))[4]
+    t = change(sb, rid, status="cancelled")
+    pipeline.run(ciklek_source(resources=["orders"]))
+    pipeline.run(ciklek_source(resources=["orders"]))  # nothing new: no version twice
+    db = tmp_path / "warehouse.duckdb"
+    assert query(db, "select count(*), count(distinct (id, updated_at)) from bare.orders_versions")[
+        0
+    ] == (61, 61)
+    mine = query(db, f"select updated_at, status from bare.orders_versions where id = '{rid}'")
+    assert (t, "cancelled") in mine and len(mine) == 2
