@@ -252,3 +252,34 @@ def test_the_history_view_is_re_created_when_the_versions_get_a_column(tmp_path:
         assert [tuple(r) for r in ended] == [(at(2), at(20), False), (at(20), at(30), False)]
         assert seed(client, dataclasses.replace(ORDERS, child=None)) == 2  # all there already
         assert client.execute_sql("select count(*) from ciklek.orders_versions")[0][0] == 4
+
+
+def test_a_chunk_s_superseded_versions_are_kept_and_a_bad_one_quarantined() -> None:
+    from connector.records.undocumented import TableColumns
+    from connector.runs.source import _versions, _Walked
+
+    first, bad, newest = (
+        order("a", 1),
+        {**order("a", 3), "total": "12.50"},
+        order("a", 5, "shipped"),
+    )
+    other = order("b", 2)
+    walked = _Walked(True, [other, newest], ["a", "b"], [], None, every=[first, other, bad, newest])
+    batch = build_batch(ORDERS, walked.records)
+    stamp = at(9)
+    versions, rejects = _versions(ORDERS, batch, walked, TableColumns(), stamp)
+    parents = [v for v in versions if v.table == "orders_versions"]
+    rows = sorted(
+        (r["id"], r["updated_at"], r["status"], r["_ciklek_synced_at"])
+        for part in parents
+        for r in part.rows.select(["id", "updated_at", "status", "_ciklek_synced_at"]).to_pylist()
+    )
+    assert rows == [
+        ("a", at(1), "pending", stamp),
+        ("a", at(5), "shipped", stamp),
+        ("b", at(2), "pending", stamp),
+    ]
+    assert [(r["record_id"], r["reason"][:5]) for r in rejects] == [("a", "total")]
+    # Without history: no versions, the newest's rejects only (none here).
+    plain = _Walked(True, [other, newest], ["a", "b"], [], None)
+    assert _versions(ORDERS, batch, plain, TableColumns(), stamp) == ([], [])
