@@ -283,3 +283,23 @@ def test_a_chunk_s_superseded_versions_are_kept_and_a_bad_one_quarantined() -> N
     # Without history: no versions, the newest's rejects only (none here).
     plain = _Walked(True, [other, newest], ["a", "b"], [], None)
     assert _versions(ORDERS, batch, plain, TableColumns(), stamp) == ([], [])
+
+
+def test_a_money_field_kept_as_text_by_history_is_refused_even_on_a_full_refresh() -> None:
+    from types import SimpleNamespace
+
+    from connector.warehouse.checks import check_column_types
+
+    settings = load_settings(money_fields=["orders.shipping_fee"], resources=["orders"])
+    text = {"shipping_fee": {"name": "shipping_fee", "data_type": "text"}}
+    decimal = {"shipping_fee": {"name": "shipping_fee", "data_type": "decimal"}}
+    tables = {"orders": {"columns": decimal}, "orders_versions": {"columns": text}}
+    pipeline = SimpleNamespace(default_schema_name="ciklek", default_schema=SimpleNamespace())
+    pipeline.default_schema.tables = tables
+    for refreshing in (set(), {"orders"}):
+        with pytest.raises(ConfigError) as info:
+            check_column_types(pipeline, settings, refreshing)  # type: ignore[arg-type]
+        assert "orders_versions.shipping_fee" in str(info.value)
+        assert "a full refresh keeps history" in str(info.value)
+    tables["orders_versions"] = {"columns": decimal}
+    check_column_types(pipeline, settings, set())  # type: ignore[arg-type]
