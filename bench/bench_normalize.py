@@ -34,8 +34,9 @@ import dlt
 
 from connector.api.responses import parse_json
 from connector.catalogue import CATALOGUE
+from connector.records.history import version_rows
 from connector.records.normalize import build_batch, rejects_table
-from connector.runs.source import REJECT_HINTS, _child_hints
+from connector.runs.source import REJECT_HINTS, _child_hints, _version_tables
 
 TARGET_ORDERS_PER_SECOND = 25_000
 TARGET_RATIO_TO_FLOOR = 1.35
@@ -105,8 +106,9 @@ def _pipeline(workdir: Path, name: str) -> Any:
     )
 
 
-def _arrow_tables(pages: list[bytes]) -> Iterator[Any]:
-    """What runs.source._traverse yields: per chunk, latest version per id, then batches."""
+def _arrow_tables(pages: list[bytes], history: bool = False) -> Iterator[Any]:
+    """What runs.source._traverse yields: per chunk, latest version per id, then batches; with
+    `history`, also the rows of `orders_versions` and `order_line_items_versions`."""
     child_hints = _child_hints(SPEC, "order_line_items")
     for start in range(0, len(pages), CHUNK_PAGES):
         latest: dict[str, Any] = {}
@@ -128,6 +130,8 @@ def _arrow_tables(pages: list[bytes]) -> Iterator[Any]:
             yield dlt.mark.with_hints(
                 rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
             )
+        if history:
+            yield from _version_tables(version_rows(SPEC, [batch]))
 
 
 def _orders_resource(gen: Callable[[], Iterator[Any]]) -> Any:
@@ -168,6 +172,25 @@ def run_arrow_path(pages: list[bytes], workdir: Path) -> float:
     return elapsed
 
 
+def run_history_path(pages: list[bytes], workdir: Path) -> float:
+    """(b) with `history = ["orders"]`: the versions tables built and merged too."""
+    pipeline = _pipeline(workdir, "history")
+    started = time.perf_counter()
+    pipeline.run(_orders_resource(lambda: _arrow_tables(pages, history=True)))
+    elapsed = time.perf_counter() - started
+    _check(pipeline, _count(pages), "order_line_items_versions")
+    return elapsed
+
+
+def run_history_conversion(pages: list[bytes], workdir: Path) -> float:
+    """(b-c) with history: parse_json + build_batch + the versions rows, no dlt."""
+    started = time.perf_counter()
+    tables = list(_arrow_tables(pages, history=True))
+    elapsed = time.perf_counter() - started
+    assert tables
+    return elapsed
+
+
 def run_prebuilt(pages: list[bytes], workdir: Path) -> float:
     """(c) the floor: the same tables, built before the clock starts; dlt's own cost."""
     tables = list(_arrow_tables(pages))  # parse + build_batch happen here, off the clock
@@ -197,12 +220,16 @@ VARIANTS: dict[str, Callable[[list[bytes], Path], float]] = {
     "arrow": run_arrow_path,
     "floor": run_prebuilt,
     "convert": run_conversion_only,
+    "history": run_history_path,
+    "convert_history": run_history_conversion,
 }
 LABELS = {
     "dict": "(a) dlt dict path (dlt infers, unnests line_items)",
     "arrow": "(b) Arrow path from raw pages (parse_json + build_batch + dlt)",
     "floor": "(c) dlt alone, prebuilt Arrow tables (floor)",
     "convert": "(b-c) parse_json + build_batch alone, no dlt",
+    "history": "(b) with history: + orders_versions, order_line_items_versions",
+    "convert_history": "(b-c) with history: + the versions rows, no dlt",
 }
 
 
@@ -230,6 +257,10 @@ def run(
     ops = result["orders_per_second"]
     if "arrow" in ops and "dict" in ops:
         result["arrow_vs_dict"] = ops["arrow"] / ops["dict"]
+    if "arrow" in ops and "history" in ops:
+        result["history_cost"] = ops["arrow"] / ops["history"]  # time with / time without
+    if "convert" in ops and "convert_history" in ops:
+        result["history_conversion_cost"] = ops["convert"] / ops["convert_history"]
     if "arrow" in ops and "floor" in ops:
         # How many times longer the Arrow path takes than dlt's own cost for the same tables.
         result["arrow_cost_vs_floor"] = ops["floor"] / ops["arrow"]
@@ -258,6 +289,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"- Arrow path cost vs floor: {result['arrow_cost_vs_floor']:.2f}x "
             f"(target <= {TARGET_RATIO_TO_FLOOR}x and >= {TARGET_ORDERS_PER_SECOND:,} orders/s: "
             f"{'met' if result['meets_target'] else 'NOT met'})"
+        )
+    if "history_cost" in result:
+        lines.append(
+            f"- history on: {result['history_cost']:.2f}x the time of the Arrow path end to end"
+        )
+    if "history_conversion_cost" in result:
+        lines.append(
+            f"- history on: {result['history_conversion_cost']:.2f}x the conversion time (no dlt)"
         )
     return "\n".join(lines)
 

@@ -56,6 +56,10 @@ _EXPORTS: dict[str, str] = {
     "SyncOptions": "connector.runs.options",
     "SyncResult": "connector.runs.result",
     "CiklekClient": "connector.api.client",
+    # The settings a run gets from dlt's providers, with overrides from Python
+    # (`run_sync(options, settings=load_settings(history=["orders"]))`).
+    "load_settings": "connector.config.settings",
+    "Settings": "connector.config.settings",
     **dict.fromkeys(_ERRORS, "connector.errors"),
 }
 
@@ -86,6 +90,7 @@ __all__ = [
     "NotFound",
     "QuotaExhausted",
     "RejectsFound",
+    "Settings",
     "StopRequested",
     "SyncFailed",
     "SyncOptions",
@@ -95,11 +100,13 @@ __all__ = [
     "ValidationFailed",
     "__version__",
     "ciklek_source",
+    "load_settings",
     "run_sync",
 ]
 
 if TYPE_CHECKING:  # what mypy and editors see; at run time `__getattr__` below does the work
     from connector.api.client import CiklekClient
+    from connector.config.settings import Settings, load_settings
     from connector.errors import (
         ApiError,
         BadRequest,

@@ -163,8 +163,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 skipped.append(f"{name} (key lacks {spec.scope})")
                 continue
             watermark = (doc.get("resources") or {}).get(name, {}).get("watermark")
-            if watermark:
-                new = client.fetch_page(spec.path, limit=1, updated_since=watermark).total or 0
+            if watermark:  # the next sync re-reads the look-back window behind the watermark
+                since = _looked_back(watermark, settings.lookback_seconds)
+                new = client.fetch_page(spec.path, limit=1, updated_since=since).total or 0
             else:
                 new = total
             rows.append(
@@ -193,6 +194,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if skipped:
         out(f"skipped: {', '.join(skipped)}")
     return EXIT_OK
+
+
+def _looked_back(watermark: str, seconds: float) -> str:
+    """The next sync's `updated_since`: the watermark less `lookback_seconds`."""
+    import datetime as dt
+
+    from connector.records.normalize import Invalid, parse_instant
+    from connector.timefmt import iso
+
+    try:
+        at = parse_instant(watermark)
+    except Invalid:
+        return watermark
+    return iso(at - dt.timedelta(seconds=seconds)) if at is not None else watermark
 
 
 def _left_today(settings: Settings, pipeline: str) -> int:

@@ -280,6 +280,12 @@ def plan_lines(totals: Mapping[str, int], settings: Settings) -> list[str]:
             f"{per_day:,} requests/day (budget less sweep_reserve), {runs} run(s) of "
             f"sweep_run_requests {settings.sweep_run_requests:,}"
         )
+    if settings.lookback_seconds > 0 and totals:
+        lines.append(
+            "each sweep then re-reads what changed while it ran (since its start less "
+            f"lookback_seconds {settings.lookback_seconds:g}): one request per "
+            f"{settings.page_size} records changed meanwhile, at least one per resource"
+        )
     return lines
 
 

@@ -30,6 +30,12 @@ DEFAULT_BASE_URL = "https://api.ciklek.com/v1"
 MAX_PAGE_SIZE = 100  # the contract: limit is 1..100
 DOCUMENTED_PER_MINUTE = 120
 DOCUMENTED_PER_DAY = 50_000
+# How far behind its watermark an incremental sync re-reads, so a change that reaches the API
+# after a sync passed its `updated_at` (replication lag, a long transaction, a clock behind) is
+# still loaded. 15 minutes: a soak measured late commits of 2-600 s (at 900 s none was missed),
+# and the ranges already assume clocks within 15 minutes (traversal/ranges.py CLOCK_MARGIN). Why
+# and what it costs: docs/how-a-sync-works.md, "Late records".
+DEFAULT_LOOKBACK_SECONDS = 900.0
 # dlt coerces a configspec field to its type hint; these take a list *or* a string *or* a table
 # as the user wrote it, so they are left to our own parsers (parse_name_list, build_catalogue).
 AsWritten = Any
@@ -54,7 +60,8 @@ class CiklekConfiguration(BaseConfiguration):
     read_timeout: float = 60.0
     checkpoint_pages: int = 100
     checkpoint_seconds: float = 60.0
-    lookback_seconds: float = 0.0
+    lookback_seconds: float = DEFAULT_LOOKBACK_SECONDS
+    history: AsWritten | None = None
     money_fields: AsWritten | None = None
     exclude_fields: AsWritten | None = None
     hash_fields: AsWritten | None = None
@@ -106,6 +113,7 @@ class Settings:
     accounts: tuple[str, ...] = ()
     max_concurrency: int = 4  # resources traversed at once (1: one after the other)
     schema_changes: str = "evolve"  # "freeze": no column is ever added by itself
+    history: tuple[str, ...] = ()  # resources whose every version is kept (`<name>_versions`)
     # Why there is no key, when the generic message would mislead (an account's scoped key).
     key_problem: str | None = None
     hash_key: HashKey | None = None  # the HMAC key of `hash_fields` (catalogue: spec.hashed)
@@ -205,6 +213,7 @@ def load_settings(**overrides: object) -> Settings:
         base_url=normalize_base_url(str(values["base_url"])),
         page_size=page_size,
         resources=tuple(dict.fromkeys(names)) if names else tuple(catalogue),
+        history=_history(values.get("history"), catalogue),
         resources_named=bool(names),
         catalogue=catalogue,
         daily_request_budget=budget,
@@ -282,6 +291,23 @@ def _operations(values: Mapping[str, object], budget: int) -> _Operations:
         "max_concurrency": concurrency,
         "schema_changes": schema_changes,
     }
+
+
+def _history(value: object, catalogue: Mapping[str, ResourceSpec]) -> tuple[str, ...]:
+    """`history`: resources whose every version is kept; line items come with their orders."""
+    names = parse_name_list(value, "history")
+    children = {spec.child.table: name for name, spec in catalogue.items() if spec.child}
+    for name in names:
+        if name in children:
+            raise ConfigError(
+                f"history: {name!r} is kept with {children[name]!r} (each version of an order "
+                f"keeps its line items): name {children[name]!r}"
+            )
+        if name not in catalogue:
+            raise ConfigError(
+                f"history: unknown resource {name!r}; valid resources: {', '.join(catalogue)}"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 _POSITIVE_INTS = ("requests_per_minute", "max_attempts", "checkpoint_pages")

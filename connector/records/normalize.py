@@ -204,6 +204,8 @@ class Batch:
     child: pa.Table | None = None
     rejects: list[RejectRow] = field(default_factory=list)
     child_items: int = 0
+    # Line items per parent row, in row order (the child table lists them so, then tombstones).
+    child_counts: list[int] = field(default_factory=list)
     max_cursor: dt.datetime | None = None
     # Reserved fields (`_dlt_*`, `_ciklek_*`) dropped, never loaded: name → records carrying it.
     dropped: dict[str, int] = field(default_factory=dict)
@@ -703,10 +705,10 @@ class _Children:
 
     def table(
         self, row_ok: list[bool] | None, parent_ids: list[str], known: TableColumns
-    ) -> tuple[pa.Table, int]:
+    ) -> tuple[pa.Table, int, list[int]]:
         """The child table of the kept rows, plus a tombstone per row without items: such a row
-        still enters the delete-insert, so its old items go away. Returns the table and the
-        number of real items."""
+        still enters the delete-insert, so its old items go away. Returns the table, the
+        number of real items and the items per kept row."""
         items, counts, mask = self.items, self.counts, None
         if row_ok is not None:
             item_ok = list(chain.from_iterable(map(repeat, row_ok, counts)))
@@ -724,7 +726,7 @@ class _Children:
         names = [f.name for f in self.plan.fields] + [self.spec.parent_key, DELETED_COLUMN]
         extra_names, extra_arrays = self.plan.extras(items, self.found, known)
         columns += [_pad(array, len(tombs)) for array in extra_arrays]
-        return pa.Table.from_arrays(columns, names=names + extra_names), len(items)
+        return pa.Table.from_arrays(columns, names=names + extra_names), len(items), counts
 
 
 def _with_tombs(spec: FieldSpec, array: pa.Array, tombs: list[str]) -> pa.Array:
@@ -816,7 +818,7 @@ def _build_batch(
             (f.kind for f in parent.fields if f.name == spec.primary_key), "string"
         )
         parent_ids = _text_ids(kept, spec.primary_key, pk_kind)
-        batch.child, batch.child_items = child.table(row_ok, parent_ids, known)
+        batch.child, batch.child_items, batch.child_counts = child.table(row_ok, parent_ids, known)
     return batch
 
 

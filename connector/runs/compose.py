@@ -104,6 +104,7 @@ def bare_setup(resources: object = None) -> SourceSetup:
             page_size=settings.page_size,
             lookback_seconds=settings.lookback_seconds,
             hash_key=settings.require_hash_key(),
+            history=frozenset(settings.history),
         ),
         report=_report(settings, uuid.uuid4().hex),
         loud=LoudSource(named=settings.resources_named),

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
@@ -33,9 +33,11 @@ from connector.catalogue import (
     SCHEMA_CHANGES_TABLE,
     ResourceSpec,
 )
+from connector.records.history import VersionRows, distinct, version_rows
 from connector.records.normalize import (
     DELETED_COLUMN,
     Batch,
+    RejectRow,
     build_batch,
     dlt_columns,
     rejects_table,
@@ -53,11 +55,13 @@ from connector.traversal.range_workers import RangeWalk
 from connector.traversal.reconcile import IdTracker
 from connector.traversal.run_report import ResourceOutcome, RunReport
 from connector.traversal.state import (
+    PageVersions,
     ResourceState,
     Traversal,
     Version,
     begin,
     finish,
+    remember,
     stop,
 )
 from connector.traversal.sweep_state import on_chunk as sweep_chunk
@@ -83,32 +87,67 @@ def _traverse(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
     signals = stop_on_signals(setup.report.stop_event) if setup.loud else contextlib.nullcontext()
     with setup.report.gate.slot(), setup.client.borrow() as client, signals:
         walked = _walked(spec, state, trav, setup, client)
-    batch = build_batch(spec, walked.records, columns=_known_columns(spec, setup.report))
-    if batch.rejects and not config.rejects_inline:
+    columns = _known_columns(spec, setup.report)
+    batch = build_batch(spec, walked.records, columns=columns)
+    synced_at = dt.datetime.now(dt.UTC)  # this load's time: the rows it writes carry it
+    versions, rejects = _versions(spec, batch, walked, columns, synced_at)
+    if not config.rejects_inline:
         # Handed over before the first yield: the `_ciklek_rejects` resource of this load may
         # be waiting for them in another thread (see `_counted`).
-        out.rejects += len(batch.rejects)
-        setup.report.pending_rejects.extend(batch.rejects)
+        out.rejects += len(rejects)
+        setup.report.pending_rejects.extend(rejects)
+        setup.report.pending_versions.extend(versions)
     stop(trav, batch.max_cursor)
+    remember(trav, walked.pages, config.lookback_seconds, state.watermark)
     out.chunks += 1
     if batch.parent is not None:
         out.rows += batch.parent.num_rows
         state.rows_loaded += batch.parent.num_rows
     if walked.tracker is not None:
         walked.tracker.add(walked.ids)
-    shadow = trav.kind == "refresh" and not trav.in_place
-    if walked.complete:
-        out.done = True
+    shadow = trav.kind == "refresh" and not trav.in_place  # a reload, built beside the tables
+    complete = walked.complete
+    if complete and walked.tracker is not None:
         out.reconciliation = reconcile(walked.tracker, trav)
+    if trav.kind == "sweep":  # a sweep's walk ends with a re-read of what changed meanwhile
+        complete = sweep_chunk(
+            state, trav, batch.rejects, complete, current_load_id(), config.lookback_seconds
+        )
+    if complete:
+        out.done = True
         finish(state, trav, walked.last_page, walked.tail)
         if shadow:  # committed with the reload's last rows; swapped in once they are
             state.swap = swap_record(spec.tables)
-    if trav.kind == "sweep":
-        sweep_chunk(state, trav, batch.rejects, walked.complete, current_load_id())
     state.store(raw_state)
-    yield from _tables(spec, batch, out, setup, shadow=shadow)
+    if config.rejects_inline:
+        yield from _tables(spec, batch, out, synced_at, rejects, versions, shadow=shadow)
+    else:
+        yield from _tables(spec, batch, out, synced_at, shadow=shadow)
     if setup.loud is not None:
         setup.loud.after_chunk(spec.name, out)
+
+
+def _versions(
+    spec: ResourceSpec,
+    batch: Batch,
+    walked: _Walked,
+    columns: TableColumns,
+    synced_at: dt.datetime,
+) -> tuple[list[VersionRows], list[RejectRow]]:
+    """With history: the chunk's versions (the newest of each record from `batch`, those it
+    superseded in this chunk normalised on their own), and every reject of the chunk (a
+    superseded version that breaks the contract is quarantined like any other)."""
+    if walked.every is None:
+        return [], list(batch.rejects)
+    newest = {id(record) for record in walked.records}
+    older = [record for record in walked.every if id(record) not in newest]
+    extra = build_batch(spec, older, columns=columns) if older else None
+    batches = [batch] if extra is None else [batch, extra]
+    versions = [
+        VersionRows(v.table, v.key, with_synced_at(v.rows, synced_at))
+        for v in version_rows(spec, batches)
+    ]
+    return versions, [*batch.rejects, *(extra.rejects if extra else [])]
 
 
 @dataclass(frozen=True)
@@ -121,6 +160,8 @@ class _Walked:
     last_page: list[Version]
     tracker: IdTracker | None
     tail: Traversal | None = None  # the last range of a traversal walked in ranges
+    every: list[object] | None = None  # with history: every keyed version loaded, in fetch order
+    pages: list[PageVersions] = field(default_factory=list)  # for the look-back (`remember`)
 
 
 def _walked(
@@ -136,12 +177,28 @@ def _walked(
     if trav.ranges or (config.max_concurrency > 1 and config.tracker_dir is not None):
         ranges = RangeWalk(spec, state, trav, config, setup.report, tracker_for(config, spec, trav))
         complete = ranges.run(client)
+        every = ranges.versions() if spec.name in config.history else None
         return _Walked(
-            complete, ranges.records(), ranges.ids(), ranges.last_page, ranges.tracker, ranges.tail
+            complete,
+            ranges.records(),
+            ranges.ids(),
+            ranges.last_page,
+            ranges.tracker,
+            ranges.tail,
+            every,
+            ranges.pages(),
         )
     chunk = Chunk(spec, state, trav, config)
     complete = walk(chunk, client, setup.report)
-    return _Walked(complete, chunk.records(), chunk.ids, chunk.last_page, chunk.tracker)
+    return _Walked(
+        complete,
+        chunk.records(),
+        chunk.ids,
+        chunk.last_page,
+        chunk.tracker,
+        every=chunk.every,
+        pages=chunk.pages,
+    )
 
 
 def _counted(spec: ResourceSpec, setup: SourceSetup) -> Iterator[object]:
@@ -167,11 +224,19 @@ def _known_columns(spec: ResourceSpec, report: RunReport) -> TableColumns:
 
 
 def _tables(
-    spec: ResourceSpec, batch: Batch, out: ResourceOutcome, setup: SourceSetup, *, shadow: bool
+    spec: ResourceSpec,
+    batch: Batch,
+    out: ResourceOutcome,
+    synced_at: dt.datetime,
+    rejects: Sequence[RejectRow] = (),
+    versions: Sequence[VersionRows] = (),
+    *,
+    shadow: bool = False,
 ) -> Iterator[object]:
-    """The chunk's tables; a reload (`shadow`) writes into its shadow tables beside the live
-    ones (`connector/runs/reload.py` swaps them in when the reload completes)."""
-    synced_at = dt.datetime.now(dt.UTC)  # this load's time: the rows it writes carry it
+    """The chunk's tables; `rejects` and `versions` only where this resource loads them itself
+    (a bare source; else `_traverse` handed them to the `_ciklek_rejects` resource). A reload
+    (`shadow`) writes into its shadow tables beside the live ones (`connector/runs/reload.py`
+    swaps them in when the reload completes); its versions go where every version goes."""
     if batch.parent is not None:
         parent = with_synced_at(with_load_id(with_deleted_at(batch.parent)), synced_at)
         if shadow:
@@ -188,12 +253,28 @@ def _tables(
         child = with_synced_at(with_deleted_at(batch.child), synced_at)
         table = shadow_name(spec.child.table) if shadow else spec.child.table
         yield dlt.mark.with_hints(child, _child_hints(spec, table), create_table_variant=True)
-    if batch.rejects and setup.config.rejects_inline:
-        out.rejects += len(batch.rejects)
-        yield dlt.mark.with_hints(
-            rejects_table(batch.rejects), REJECT_HINTS, create_table_variant=True
+    if rejects:
+        out.rejects += len(rejects)
+        yield dlt.mark.with_hints(rejects_table(rejects), REJECT_HINTS, create_table_variant=True)
+    yield from _version_tables(versions)
+
+
+def _version_tables(versions: Sequence[VersionRows]) -> Iterator[object]:
+    """`<table>_versions`: merged on the version's key, so a version fetched again (a retry,
+    a range, a kill, a sweep, a look-back) replaces itself, never adds a row. Replaced rather
+    than inserted only when new: a version a sweep marked deleted that the API lists again is
+    live again (its `_ciklek_deleted_at` back to null), as in the current table. delete-insert,
+    the strategy of every table of ours: a destination that takes the current tables (checked
+    before any request, `warehouse/merge_check.py`) takes the versions (redshift, for one, has
+    no upsert)."""
+    for part in distinct(versions):
+        hints = dlt.mark.make_hints(
+            table_name=part.table,
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key=list(part.key),
+            merge_key=[],
         )
-    # else: handed to the `_ciklek_rejects` resource by `_traverse`, which loads them
+        yield dlt.mark.with_hints(part.rows, hints, create_table_variant=True)
 
 
 SYNCED_AT = "_ciklek_synced_at"
@@ -249,6 +330,9 @@ def make_resource(spec: ResourceSpec, setup: SourceSetup) -> DltResource:
 
 
 def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    """The rejects and the versions (`history`) the data resources of this load handed over
+    (and those a full refresh's first load held back): a resource of their own, never
+    selected in a refresh, so dlt's `drop_resources` never drops them with a data resource."""
     if parallel:  # the data resources of this load walk in other threads: wait for their rejects
         report.gate.wait_walks(report.stop_event)
     rows = report.take_rejects()
@@ -258,6 +342,7 @@ def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
         # Created (empty) by the first sync: an analyst's or dbt's query on it must not fail
         # just because nothing was rejected yet.
         yield rejects_table([])
+    yield from _version_tables(report.take_versions())
 
 
 SEEN_CHANGES = "schema_changes_seen"  # source state: every change recorded so far, by key

@@ -90,6 +90,7 @@ def settle(
         spec = settings.catalogue[name]
         out = report.outcome(name)
         out.done = True
+        _note_reread(out.notes, pending)
         seen = Seen(str(pending.get("threshold")), quarantined(pending))
         expected = pending.get("last_total")
         with pipeline.sql_client() as client:
@@ -125,6 +126,16 @@ def settle(
                 }
                 record.pending = None
         report.state_updates.setdefault(name, {})["sweeps"] = record.dump()
+
+
+def _note_reread(notes: list[str], pending: Mapping[str, object]) -> None:
+    """What the sweep's re-read of the changes made while it ran cost (see
+    `traversal/sweep_state.py` `reread`)."""
+    since, pages = pending.get("reread_since"), pending.get("reread_pages")
+    if since and isinstance(pages, int):
+        notes.append(
+            f"sweep re-read the changes since {since} before marking: {pages:,} request(s)"
+        )
 
 
 def _expired(pending: Mapping[str, object]) -> bool:

@@ -24,6 +24,7 @@ from connector.errors import EXIT_OK, Unauthorized
 from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
 from connector.runs.decide import decide
 from connector.runs.events import EventLog
+from connector.runs.history import finish_history, start_history
 from connector.runs.lock import pipeline_dir, run_lock
 from connector.runs.options import SyncOptions, check_options
 from connector.runs.recovery import recover
@@ -148,6 +149,7 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
         sweep=options.sweep,
         max_concurrency=settings.max_concurrency,
         hash_key=settings.require_hash_key(),
+        history=frozenset(settings.history),
     )
 
 
@@ -164,6 +166,7 @@ def _chunks(
     recover(pipeline)
     # A reload that completed in a run stopped before its swap: swapped in before anything else.
     result.swapped += swap_completed(pipeline, list(setup.catalogue), report)
+    start_history(pipeline, setup, result.settings)  # `history` just switched on: seed it
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
         settle(pipeline, result.settings, report, pending, force=options.force)
         pending = [n for n in pending if not report.outcome(n).finished]
@@ -197,6 +200,7 @@ def _chunks(
             break
     if options.sweep:  # the sweeps this run completed, now that their last chunk is committed
         settle(pipeline, result.settings, report, list(setup.resources), force=options.force)
+    finish_history(pipeline, result.settings, list(setup.resources))  # the `_history` views
 
 
 def _conclude(

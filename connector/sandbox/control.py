@@ -141,7 +141,10 @@ def control_routes(state: SandboxState) -> list[Route]:
             create = int(request.query_params.get("create", "0"))
         except ValueError:
             return _problem(400, "update and create must be integers")
-        return _json(state.mutate(resource, update, create))
+        late = _float_param(request, "late_seconds", 0.0)
+        if late is None or not 0 <= late < 10 * 365 * 86_400:
+            return _problem(400, "late_seconds must be a number of seconds, 0 or more")
+        return _json(state.mutate(resource, update, create, late))
 
     async def record(request: Request) -> Response:
         resource: str = request.path_params["resource"]

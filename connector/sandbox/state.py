@@ -103,20 +103,36 @@ class SandboxState:
         offset, digits, zulu = self.factory.style()
         return us, format_ts(us, offset, digits, zulu)
 
-    def mutate(self, resource: str, update: int, create: int) -> dict[str, list[str]]:
-        """Update ``update`` random records and create ``create`` new ones, all "now"."""
+    def stamp_late(self, late_us: int) -> tuple[int, str]:
+        """An updated_at ``late_us`` before now: a change whose commit reached the API late
+        (replication lag, a long transaction, a clock behind), so its position in the list
+        may lie behind a cursor or a watermark a client already passed."""
+        us = max(0, self.clock.now_us() - late_us)
+        offset, digits, zulu = self.factory.style()
+        return us, format_ts(us, offset, digits, zulu)
+
+    def mutate(
+        self, resource: str, update: int, create: int, late_seconds: float = 0.0
+    ) -> dict[str, list[str]]:
+        """Update ``update`` random records and create ``create`` new ones, all "now", or
+        ``late_seconds`` before now (made visible late: see ``stamp_late``)."""
         store = self.stores[resource]
         rng = self.factory.rng
+        late_us = round(late_seconds * 1_000_000)
+
+        def stamp() -> tuple[int, str]:
+            return self.stamp_late(late_us) if late_us > 0 else self.stamp(store)
+
         updated = rng.sample(sorted(store.entries), min(max(0, update), len(store)))
         for rid in updated:
             obj = dict(store.entries[rid].obj)
             self.factory.touch(resource, obj)
-            us, obj["updated_at"] = self.stamp(store)
+            us, obj["updated_at"] = stamp()
             store.put(rid, us, obj)
         created: list[str] = []
         for _ in range(max(0, create)):
             rid = self.factory.uuid()
-            us, _text = self.stamp(store)
+            us, _text = stamp()
             if resource == "orders":
                 obj = self.factory.order(rid, us, us)
             elif resource == "customers":

@@ -37,6 +37,7 @@ from connector.traversal.run_config import RunConfig
 from connector.traversal.run_report import ResourceOutcome, RunReport
 from connector.traversal.state import (
     PageFacts,
+    PageVersions,
     Position,
     ResourceState,
     Traversal,
@@ -77,8 +78,12 @@ class Chunk:
         self.within = within  # a range's traversal kind; None: the chunk walks a traversal
         self.latest: dict[str, object] = {}  # by id: a later version in the same chunk wins
         self.loose: list[object] = []  # records without an id: build_batch rejects them
+        # With history, every version the chunk loads, in the order fetched (`latest` keeps the
+        # newest per id only, which is what the current table wants); None without history.
+        self.every: list[object] | None = [] if spec.name in config.history else None
         self.ids: list[str] = []
         self.last_page: list[Version] = []
+        self.pages: list[PageVersions] = []  # each page's versions, for the look-back
         self.tracker = tracker
         key = config.hash_key.reveal().encode() if config.hash_key is not None else None
         self.hasher = FieldHasher.for_spec(spec, key)
@@ -103,7 +108,7 @@ class Chunk:
             for record in page.records:
                 self.hasher.apply(record)
         spec, until, self.last_page = self.spec, self.until, []
-        new_ids, ids, versions, fresh = False, [], [], 0
+        new_ids, ids, versions, fresh, every = False, [], [], 0, self.every
         for record in page.records:
             record_id = record.get(spec.primary_key) if isinstance(record, dict) else None
             cursor = cursor_of(record, spec)
@@ -130,8 +135,12 @@ class Chunk:
             if (record_id, cursor) not in self.skip:  # else: loaded by the previous traversal
                 self.latest.pop(record_id, None)
                 self.latest[record_id] = record
+                if every is not None:
+                    every.append(record)
                 fresh += 1
         first_at, last_at = _ends(page.records, spec)
+        tops = [at for at in (first_at, last_at) if at is not None]
+        self.pages.append((max(tops) if tops else None, self.last_page))
         return PageFacts(
             next_cursor=page.next_cursor,
             total=page.total,
@@ -160,6 +169,10 @@ class Chunk:
 
     def records(self) -> list[object]:
         return [*self.loose, *self.latest.values()]
+
+    def versions(self) -> list[object]:
+        """Every keyed version the chunk loads, in the order fetched (empty without history)."""
+        return self.every or []
 
 
 def reconcile(tracker: IdTracker | None, trav: Traversal) -> Reconciliation | None:

@@ -27,7 +27,7 @@ from connector.traversal.ranges import after_page, complete, pending, pick, spli
 from connector.traversal.reconcile import IdTracker
 from connector.traversal.run_config import RunConfig
 from connector.traversal.run_report import ResourceOutcome, RunReport
-from connector.traversal.state import PageFacts, ResourceState, Traversal, Version
+from connector.traversal.state import PageFacts, PageVersions, ResourceState, Traversal, Version
 
 # How long the coordinator sleeps when nothing wakes it (a page, a finished walk): a slot
 # another resource gives back is noticed within this.
@@ -216,6 +216,8 @@ class RangeWalk:
         tail, parent = self.tail, self.parent
         if tail is None or parent.kind != "sweep" or tail.since == parent.since:
             return True
+        if parent.since is not None:  # a sweep's re-read: the count is its whole walk's
+            return True
         out = self.report.outcome(self.spec.name)
         try:
             page = client.fetch_page(self.spec.path, limit=1, after=None, updated_since=None)
@@ -235,3 +237,11 @@ class RangeWalk:
 
     def ids(self) -> list[str]:
         return [i for chunk in self.chunks for i in chunk.ids]
+
+    def versions(self) -> list[object]:
+        """Every keyed version the ranges load (with history; see `Chunk.versions`)."""
+        return [record for chunk in self.chunks for record in chunk.versions()]
+
+    def pages(self) -> list[PageVersions]:
+        """Every range's pages, for the look-back (kept at the traversal, `state.remember`)."""
+        return [page for chunk in self.chunks for page in chunk.pages]

@@ -110,11 +110,20 @@ def split(parent: Traversal, rng: Traversal, now: dt.datetime) -> Traversal | No
         return None  # zero width: nothing lies strictly between
     new = start(RANGE, iso(cut), rng.until)
     new.fresh = False
+    # Versions loaded already (a look-back's window) that lie past the cut are the new range's.
+    new.skip = [v for v in rng.skip if (at := _at(v[1])) is not None and at >= cut]
     new.id = f"{parent.id}-{new.id[:6]}"
     new.tail_total = rng.tail_total
     rng.until, rng.tail_total = new.since, None
     parent.ranges.insert(parent.ranges.index(rng) + 1, new)
     return new
+
+
+def _at(cursor: object) -> dt.datetime | None:
+    try:
+        return instant(cursor) if isinstance(cursor, str) else None
+    except ValueError:  # records.normalize.Invalid: a garbled cursor belongs to no range
+        return None
 
 
 def after_page(parent: Traversal, rng: Traversal, received: int, total: int | None) -> None:

@@ -44,3 +44,6 @@ class RunConfig:
     max_concurrency: int = 1
     # `hash_fields` (the catalogue's `hashed`): replaced by their HMAC as each page is taken.
     hash_key: HashKey | None = None
+    # Resources whose every fetched version is kept in `<name>_versions` (`history`): their walks
+    # keep every version of a chunk, not only the newest per id.
+    history: frozenset[str] = frozenset()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from connector.errors import ApiError, CiklekError, ContractViolation, TryLater
+from connector.records.history import VersionRows
 from connector.records.undocumented import TableColumns
 from connector.traversal.gate import ChunkGate
 from connector.traversal.reconcile import Reconciliation
@@ -66,6 +67,9 @@ class RunReport:
     outcomes: dict[str, ResourceOutcome] = field(default_factory=dict)
     halt: CiklekError | None = None
     pending_rejects: list[Row] = field(default_factory=list)
+    # Rows for the `<resource>_versions` tables (`history`), loaded like the rejects: by a
+    # resource of their own, so a full refresh of a resource never drops its history.
+    pending_versions: list[VersionRows] = field(default_factory=list)
     run_rows: list[Row] = field(default_factory=list)
     # Undocumented columns per table admitted so far: the 200-column cap holds per run; and the
     # schema changes noted on the way (`schema_changes = "freeze"`: `TableColumns(frozen=True)`).
@@ -94,6 +98,10 @@ class RunReport:
 
     def take_rejects(self) -> list[Row]:
         rows, self.pending_rejects = self.pending_rejects, []
+        return rows
+
+    def take_versions(self) -> list[VersionRows]:
+        rows, self.pending_versions = self.pending_versions, []
         return rows
 
     def stops(self) -> list[TryLater]:

@@ -9,7 +9,8 @@ untyped dict of the first releases: same keys, no `version`), and `dump` writes 
 
 Resource state, per resource:
     watermark      ISO UTC instant: max `updated_at` of completed traversals
-    resume         where the next incremental traversal continues: since, after, last_page
+    resume         where the next incremental traversal continues: since, after, last_page,
+                   and the versions seen within the look-back of the watermark (recent)
     traversal      the incremental (or full/refresh) traversal in progress, or None
     windows        backfill windows (--since/--until) in progress, keyed by window
     sweep          the sweep (`ciklek sweep`) in progress: its own slot, so syncs go on beside it
@@ -47,10 +48,17 @@ MAX_STALE_PAGES = 5
 # Digests of the last cursors followed, kept in state so a cycle is caught across chunks too;
 # a longer cycle replays records and is caught by the stale-page rule.
 CURSOR_MEMORY = 128
+# Versions a traversal keeps for the look-back (`remember`): the next incremental traversal
+# re-reads `lookback_seconds` behind the watermark and skips these, unchanged, so nothing is
+# rewritten. Bounded because they travel in dlt's state with every load (about 75 bytes each):
+# past this many changes in the window, the oldest are merged again (same values, no duplicate).
+MAX_RECENT = 1_000
 
 CursorValue = str | int | float | bool | None
 Version = tuple[str, CursorValue]  # (record id, its cursor field): one loaded version
 Position = tuple[dt.datetime, str]  # (updated_at, id): where a record sits in the list order
+# One fetched page for the look-back: the newest updated_at on it (None: none parsed), its versions.
+PageVersions = tuple[dt.datetime | None, list[Version]]
 JSON = dict[str, object]
 
 
@@ -119,6 +127,7 @@ class Traversal:
     # A reload (kind "refresh") written into the live tables (`--drop-first`) rather than into
     # shadow tables swapped in at the end: decided when it starts, kept until it completes.
     in_place: bool = False
+    recent: list[Version] = field(default_factory=list)  # seen within the look-back (remember)
 
     def to_json(self) -> JSON:
         return {
@@ -132,6 +141,7 @@ class Traversal:
             "page_ids": list(self.page_ids), "last_total": self.last_total,
             **self._ranges_json(),
             **({"in_place": True} if self.in_place else {}),
+            **({"recent": [list(v) for v in self.recent]} if self.recent else {}),
         }  # fmt: skip
 
     def _ranges_json(self) -> JSON:
@@ -182,16 +192,19 @@ class Traversal:
             upto=_int(raw.get("upto")),
             tail_total=_int(raw.get("tail_total")),
             in_place=bool(raw.get("in_place", False)),
+            recent=_versions(raw.get("recent")),
         )
 
 
 @dataclass
 class ResumePoint:
-    """Where the next incremental traversal starts: the cursor that fetched the last page."""
+    """Where the next incremental traversal starts: the cursor that fetched the last page, and
+    the versions seen within the look-back of the watermark (`recent`, see `remember`)."""
 
     since: str | None
     after: str | None
     last_page: list[Version] = field(default_factory=list)
+    recent: list[Version] = field(default_factory=list)
 
 
 @dataclass
@@ -225,7 +238,7 @@ class ResourceState:
             watermark=_str(raw.get("watermark")),
             resume=ResumePoint(
                 _str(resume.get("since")), _str(resume.get("after")),
-                _versions(resume.get("last_page")),
+                _versions(resume.get("last_page")), _versions(resume.get("recent")),
             ) if isinstance(resume, dict) else None,
             traversal=Traversal.from_json(trav) if isinstance(trav, dict) and trav else None,
             windows={
@@ -247,6 +260,7 @@ class ResourceState:
             "resume": None if resume is None else {
                 "since": resume.since, "after": resume.after,
                 "last_page": [list(v) for v in resume.last_page],
+                "recent": [list(v) for v in resume.recent],
             },
             "traversal": self.traversal.to_json() if self.traversal else None,
             "windows": {k: v.to_json() for k, v in self.windows.items()},
@@ -341,7 +355,19 @@ def _next_traversal(state: ResourceState, lookback_seconds: float) -> Traversal:
     since = _since_watermark(state, lookback_seconds)
     if since is None:
         return start("full" if not state.rows_loaded else "incremental", None)
-    return start("incremental", since)
+    trav = start("incremental", since)
+    if state.resume is not None:
+        look_back(trav, state.resume)
+    return trav
+
+
+def look_back(trav: Traversal, point: ResumePoint) -> None:
+    """Re-read the look-back window from `updated_since`: the versions the last traversal saw
+    in it (and on its last page) were loaded already, so `skip` keeps them from loading again;
+    what is not among them (a change that reached the API late) loads. A slice of the list,
+    not all of it: no `meta.total` to reconcile."""
+    trav.fresh = False
+    trav.skip = list(dict.fromkeys([*point.recent, *point.last_page]))
 
 
 def _since_watermark(state: ResourceState, lookback_seconds: float) -> str | None:
@@ -485,6 +511,50 @@ def stop(trav: Traversal, max_cursor: dt.datetime | None) -> None:
         trav.max_seen = iso(max_cursor)
 
 
+LOOKBACK_KINDS = frozenset({"full", "incremental", "refresh"})  # traversals that move a watermark
+
+
+def remember(
+    trav: Traversal,
+    pages: Iterable[PageVersions],
+    lookback_seconds: float,
+    watermark: str | None,
+) -> None:
+    """A chunk ends: keep in `trav.recent` the versions seen within `lookback_seconds` of the
+    newest `updated_at` seen so far (the watermark this traversal will leave is at least that),
+    the newest `MAX_RECENT` of them. Pages wholly older than that are passed over unparsed, so
+    a backfill pays for its last pages only. Ranges fetch pages out of order: all of a chunk's
+    pages come here, to the traversal they belong to."""
+    if lookback_seconds <= 0 or trav.kind not in LOOKBACK_KINDS:
+        return
+    pages = list(pages)
+    tops = [instant(watermark), instant(trav.max_seen), *(top for top, _ in pages)]
+    newest = max((t for t in tops if t is not None), default=None)
+    if newest is None:
+        return
+    floor = newest - dt.timedelta(seconds=lookback_seconds)
+    candidates = [*trav.recent]
+    for top, versions in pages:
+        if top is not None and top >= floor:
+            candidates += versions
+    kept: dict[Version, dt.datetime] = {}
+    for version in candidates:
+        at = _cursor_instant(version[1])
+        if at is not None and at >= floor:
+            kept[version] = at
+    newest_first = sorted(kept.items(), key=lambda item: item[1], reverse=True)
+    trav.recent = [version for version, _ in newest_first[:MAX_RECENT]]
+
+
+def _cursor_instant(cursor: CursorValue) -> dt.datetime | None:
+    if not isinstance(cursor, str):
+        return None
+    try:
+        return parse_instant(cursor)
+    except Invalid:
+        return None
+
+
 def finish(
     state: ResourceState, trav: Traversal, last_page: list[Version], tail: Traversal | None = None
 ) -> None:
@@ -506,8 +576,8 @@ def finish(
         state.watermark = iso(max(candidates))
     walk = tail if tail is not None else trav
     if walk.last_after is not None:
-        state.resume = ResumePoint(walk.since, walk.last_after, list(last_page))
+        state.resume = ResumePoint(walk.since, walk.last_after, list(last_page), list(trav.recent))
     else:
-        state.resume = ResumePoint(state.watermark, None, list(last_page))
+        state.resume = ResumePoint(state.watermark, None, list(last_page), list(trav.recent))
     state.traversal = None
     state.last_traversal = {"kind": trav.kind, "pages": trav.pages, "ended_at": now}

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector.timefmt import iso
-from connector.traversal.state import ResourceState, Traversal
+from connector.traversal.state import ResourceState, Traversal, instant, start
 
 MAX_QUARANTINED = 10_000  # ids kept in dlt state; a sweep quarantining more refuses to mark
 JSON = dict[str, object]
@@ -48,10 +48,13 @@ def on_chunk(
     rejects: Sequence[Mapping[str, object]],
     complete: bool,
     load_id: str,
-) -> None:
+    lookback_seconds: float = 0.0,
+) -> bool:
     """A chunk of a sweep traversal ends: note its quarantined ids; keep a completed sweep as
     pending (marking happens once this chunk is committed). `load_id`: this chunk's load, the
-    sweep's threshold when the chunk is its first."""
+    sweep's threshold when the chunk is its first. `complete`: the walk reached the end of the
+    list; with a look-back, the re-read (`reread`) starts then, and the sweep completes when
+    the re-read does. Returns whether the sweep completed."""
     record = SweepRecord.load(state.sweeps)
     current = record.current
     if current is None or current.get("id") != trav.id:
@@ -75,17 +78,49 @@ def on_chunk(
             current["overflow"] = True
     current["quarantined"] = known_ids
     record.current = current
+    if complete and reread(state, trav, current, lookback_seconds):
+        complete = False
     if complete:
+        listed = current.pop("listed", trav.last_total)
+        walked = current.pop("listed_pages", 0)
         record.pending = {
             **current,
             "completed_at": iso(dt.datetime.now(dt.UTC)),
-            "last_total": trav.last_total,
+            "last_total": listed,
             "received": trav.received,
-            "pages": trav.pages,
+            "pages": _count(walked) + trav.pages,
+            "reread_pages": trav.pages if "reread_since" in current else 0,
             "refused": None,
         }
         record.current = None
     state.sweeps = record.dump()
+    return complete
+
+
+def reread(state: ResourceState, trav: Traversal, current: JSON, lookback_seconds: float) -> bool:
+    """The sweep walked the whole list: before it marks anything, read once more every record
+    changed since it started, less `lookback_seconds` (`updated_since`), and merge them.
+
+    Why: a change that reaches the API late (its `updated_at` already in the past) moves a record
+    to a position of the list the sweep may have passed, out of the part still ahead of it: the
+    sweep would never see it, and would mark a live record deleted. Every record changed while
+    the sweep ran has an `updated_at` after its start less the look-back, so the re-read meets
+    it. The re-read is the same traversal (same id, same threshold), walked like any other; the
+    list's count the guard compares with stays the one of the whole walk (`listed`).
+    Returns True when the re-read starts (False: none wanted, or this was it)."""
+    if lookback_seconds <= 0 or trav.kind != "sweep" or trav.since is not None:
+        return False
+    started = instant(trav.started_at) or dt.datetime.now(dt.UTC)
+    since = iso(started - dt.timedelta(seconds=lookback_seconds))
+    again = start("sweep", since)
+    again.id, again.started_at, again.fresh = trav.id, trav.started_at, False
+    current.update(listed=trav.last_total, listed_pages=trav.pages, reread_since=since)
+    state.sweep = again
+    return True
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def quarantined(sweep: Mapping[str, object]) -> list[str]:

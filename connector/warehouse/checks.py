@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
+from connector.catalogue import FieldSpec
 from connector.config.redaction import register_secret, scrub
 from connector.config.settings import Settings
 from connector.errors import ConfigError
+from connector.records.history import versions_table
 from connector.warehouse.destinations import check_duckdb_collision
 from connector.warehouse.faults import DestinationFault, as_error, classify
 from connector.warehouse.reload import can_swap
@@ -130,23 +132,41 @@ def check_column_types(pipeline: dlt.Pipeline, settings: Settings, refreshing: s
         return
     tables = pipeline.default_schema.tables
     for name in settings.resources:
-        if name in refreshing:
-            continue
         spec = settings.catalogue[name]
         pairs = [(spec.name, spec.fields)]
         if spec.child is not None:
             pairs.append((spec.child.table, spec.child.fields))
         for table, fields in pairs:
-            columns = tables.get(table, {}).get("columns", {})
-            for f in fields:
-                if f.kind != "money" or f.name not in columns:
-                    continue
-                existing = columns[f.name].get("data_type")
-                if existing not in (None, "decimal"):
-                    raise ConfigError(
-                        f"{table}.{f.name} is declared as money but was loaded as {existing}; "
-                        f"reload it once with `ciklek sync --resources {name} --full-refresh`"
-                    )
+            if name not in refreshing:
+                _money_columns(
+                    tables,
+                    table,
+                    fields,
+                    f"reload it once with `ciklek sync --resources {name} --full-refresh`",
+                )
+            # A full refresh keeps the history: its table is fixed by hand, or started again.
+            kept = versions_table(table)
+            _money_columns(
+                tables,
+                kept,
+                fields,
+                f"a full refresh keeps history: convert the "
+                f"column to DECIMAL(38,2), or drop {kept} to start its history again",
+            )
+
+
+def _money_columns(
+    tables: Mapping[str, Any], table: str, fields: Sequence[FieldSpec], fix: str
+) -> None:
+    columns = tables.get(table, {}).get("columns", {})
+    for f in fields:
+        if f.kind != "money" or f.name not in columns:
+            continue
+        existing = columns[f.name].get("data_type")
+        if existing not in (None, "decimal"):
+            raise ConfigError(
+                f"{table}.{f.name} is declared as money but was loaded as {existing}; {fix}"
+            )
 
 
 def check_read_copy(pipeline: dlt.Pipeline, settings: Settings, dataset: str) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from connector.catalogue import ResourceSpec
 from connector.records.normalize import DELETED_AT_COLUMN
+from connector.warehouse.history import mark_versions
 
 if TYPE_CHECKING:
     from dlt.destinations.sql_client import SqlClientBase
@@ -117,7 +118,7 @@ def mark(
     client: SqlClientBase[object], spec: ResourceSpec, seen: Seen, *, at: dt.datetime, hard: bool
 ) -> None:
     """Mark (or remove) the rows not seen, and the line items of the orders among them, in one
-    transaction."""
+    transaction; with `history`, the versions they were end at `at` (`warehouse/history.py`)."""
     if not _has_table(client, spec.name):
         return
     q = _Sql(client, spec.name, seen)
@@ -125,7 +126,8 @@ def mark(
     items = client.make_qualified_table_name(child.table) if child else None
     has_items = child is not None and _has_table(client, child.table)
     with client.begin_transaction():
-        if hard:
+        if hard:  # the history keeps the deletion: the versions are marked before the rows go
+            mark_versions(client, spec, unseen=q.unseen, params=q.params, at=at)
             if has_items and child is not None:
                 link = client.escape_column_name(child.parent_key)
                 client.execute_sql(
@@ -147,3 +149,4 @@ def mark(
                 f"(SELECT {q.id} FROM {q.table} WHERE {q.deleted} IS NOT NULL)",
                 at,
             )
+        mark_versions(client, spec)  # each marked row's version ends there (the history view)

@@ -62,7 +62,9 @@ def test_the_schedules_ship_stopped_and_start_with_one_argument(clean_env: Path)
     assert (hourly.job_name, weekly.job_name) == ("ciklek_sync_job", "ciklek_sweep_job")
     sync = defs.resolve_job_def("ciklek_sync_job")
     assert sync.asset_layer.executable_asset_keys == {AssetKey(["ciklek", t]) for t in TABLES}
-    assert len(sync.asset_layer.asset_graph.asset_check_keys) == 14  # the checks come along (4 tables x 2, 3 resources x 2)
+    assert (
+        len(sync.asset_layer.asset_graph.asset_check_keys) == 14
+    )  # the checks come along (4 tables x 2, 3 resources x 2)
     started = module.make_definitions(run_schedules=True)
     assert {s.default_status for s in started.schedules} == {DefaultScheduleStatus.RUNNING}
 

@@ -46,9 +46,12 @@ def sync(**options: object) -> SyncResult:
 W = instant("2026-12-01T07:00:00Z")
 
 
+@pytest.mark.parametrize("lookback", [None, "0"], ids=["look-back", "cursor"])
 def test_block_larger_than_a_page_and_non_utc_watermark(
-    sb: SandboxProcess, clean_env: Path
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch, lookback: str | None
 ) -> None:
+    if lookback is not None:
+        monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", lookback)
     db = clean_env / DEFAULT_DB
     blocks = collections.Counter(instant(r["updated_at"]) for r in api_records(sb).values())
     assert max(blocks.values()) > PAGE  # the generated data holds a block bigger than a page
@@ -86,10 +89,13 @@ def test_block_larger_than_a_page_and_non_utc_watermark(
         "where status = 'shipped' and updated_at = '2026-12-01 07:00:00+00'",
     ) == [(30,)]
 
-    # Nothing new: one request, although the newest block (30) is larger than a page (20).
+    # Nothing new. With lookback_seconds = 0 the sync continues from the cursor that fetched
+    # the last page: one request, although the newest block (30) is larger than a page (20).
+    # With the look-back (900 s by default) it re-reads the 15 minutes before the watermark
+    # (07:00Z, from its -08:00 text as an instant): the block, two pages, none of it loaded.
     third = sync()
     assert third.exit_code == 0
-    assert third.log.requests == 1
+    assert third.log.requests == (1 if lookback == "0" else 2)
     assert third.report.outcome("orders").rows == 0
     assert instant(third.watermarks["orders"]) == W
 
@@ -160,8 +166,11 @@ def test_since_until_window_leaves_the_watermark_untouched(
 
 
 def test_rejected_stored_cursor_restarts_from_updated_since(
-    sb: SandboxProcess, clean_env: Path
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A finished traversal's cursor is followed only without a look-back: each sync with one
+    # starts from updated_since (below: a rotated secret then costs nothing).
+    monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", "0")
     db = clean_env / DEFAULT_DB
     assert sync().exit_code == 0
     watermark = sync().watermarks["orders"]
@@ -175,6 +184,13 @@ def test_rejected_stored_cursor_restarts_from_updated_since(
     assert rejected.watermarks["orders"] == watermark
     assert_orders_match_api(db, sb)
     assert sync().log.requests == 1  # the fresh cursor was stored: cheap again
+
+    monkeypatch.delenv("SOURCES__CIKLEK__LOOKBACK_SECONDS")  # the default look-back
+    sb.control_post("rotate_cursor_secret")
+    looked_back = sync()
+    assert looked_back.log.requests == 1  # no stored cursor sent: no 400
+    assert looked_back.log.for_endpoint("/orders").by_status["400"] == 0
+    assert_orders_match_api(db, sb)
 
 
 def test_rejected_cursor_of_a_traversal_in_progress_restarts_it(
@@ -207,7 +223,9 @@ def test_lookback_picks_up_a_late_update_without_duplicates(
         json={"status": "cancelled", "updated_at": late_at.isoformat()},
     )
 
-    missed = sync()  # lookback 0 (the default): behind the watermark, so not seen
+    # Days behind the watermark: farther than the default look-back (900 s) reaches.
+    assert (watermark - late_at).total_seconds() > 900
+    missed = sync()
     assert missed.report.outcome("orders").rows == 0
     assert query(db, f"select status from ciklek.orders where id = '{late}'") != [("cancelled",)]
 
