@@ -56,7 +56,8 @@ def test_a_reload_stopped_by_the_daily_quota_leaves_the_old_table_whole_until_it
     sandbox_factory: Any, clean_env: Path
 ) -> None:
     sb: SandboxProcess = sandbox_factory(*FLAGS)
-    env = fast_env(sb)
+    # About the reload, not the look-back: a quiet sync is then exactly one request.
+    env = fast_env(sb, SOURCES__CIKLEK__LOOKBACK_SECONDS="0")
     db = clean_env / DEFAULT_DB
     assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
     old_orders, old_items = order_rows(db), item_rows(db)
@@ -112,7 +113,8 @@ def test_kill_9_inside_the_swap_leaves_the_old_table_then_the_rerun_swaps(
     sandbox_factory: Any, clean_env: Path, tmp_path: Path
 ) -> None:
     sb: SandboxProcess = sandbox_factory(*FLAGS)
-    env = fast_env(sb)
+    # About the swap, not the look-back: the rerun's own sync is then exactly one request.
+    env = fast_env(sb, SOURCES__CIKLEK__LOOKBACK_SECONDS="0")
     db = clean_env / DEFAULT_DB
     assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
     old_orders = order_rows(db)

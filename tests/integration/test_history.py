@@ -228,7 +228,10 @@ def test_history_switched_on_later_starts_from_the_current_rows_once(
     ]
 
 
-def test_a_full_refresh_keeps_the_history(sb: SandboxProcess, clean_env: Path) -> None:
+@pytest.mark.parametrize("drop_first", [False, True], ids=["swap", "drop-first"])
+def test_a_full_refresh_keeps_the_history(
+    sb: SandboxProcess, clean_env: Path, drop_first: bool
+) -> None:
     db = clean_env / DEFAULT_DB
     sync()
     rid = sorted(api_records(sb))[3]
@@ -237,8 +240,9 @@ def test_a_full_refresh_keeps_the_history(sb: SandboxProcess, clean_env: Path) -
     before = query(db, "select id, updated_at from ciklek.orders_versions order by 1, 2")
     assert len(before) == 61
 
-    refreshed = sync(full_refresh=True)
-    assert "orders" in refreshed.dropped  # the current tables were dropped and reloaded
+    refreshed = sync(full_refresh=True, drop_first=drop_first)
+    # Swapped in beside the live tables, or (--drop-first) dropped and reloaded in place.
+    assert "orders" in (refreshed.dropped if drop_first else refreshed.swapped)
     after = query(db, "select id, updated_at from ciklek.orders_versions order by 1, 2")
     assert after == before  # every version kept, none twice
     newest = f"select max(valid_from) from ciklek.orders_history where id = '{rid}'"
