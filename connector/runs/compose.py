@@ -193,19 +193,51 @@ DLT_RUN_SETTINGS: Mapping[str, object] = {
 }
 
 
+class _SharedSettings:
+    """dlt's config is one document per process: two runs at once in one process (Dagster's
+    threads: a sweep beside a materialisation) must not each save and restore it, or the one
+    that ends last restores the other's values for good. The first run in sets them, the last
+    one out restores what the host had."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._applied: contextlib.ExitStack | None = None
+
+    def enter(self, values: Mapping[str, object]) -> None:
+        with self._lock:
+            if self._users == 0:
+                stack = contextlib.ExitStack()
+                stack.enter_context(dlt.config.values(values))
+                self._applied = stack
+                _reload_dlt_runtime()
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._applied is not None:
+                self._applied.close()
+                self._applied = None
+                _reload_dlt_runtime()
+
+
+_SHARED = _SharedSettings()
+
+
 @contextlib.contextmanager
 def dlt_run_settings(*, log_level: str = "ERROR") -> Iterator[None]:
     """dlt's settings for the duration of our run, through dlt's config (never `os.environ`),
-    restored afterwards: a host process (Dagster, a notebook) keeps its own."""
+    restored afterwards: a host process (Dagster, a notebook) keeps its own. Runs at once in one
+    process share the first one's settings (see `_SharedSettings`)."""
     defaults = {**DLT_DEFAULTS, "runtime.log_level": log_level}
     values = {k: v for k, v in defaults.items() if dlt.config.get(k) is None}
     values.update(DLT_RUN_SETTINGS)
+    _SHARED.enter(values)
     try:
-        with dlt.config.values(values):
-            _reload_dlt_runtime()
-            yield
+        yield
     finally:
-        _reload_dlt_runtime()
+        _SHARED.leave()
 
 
 def _reload_dlt_runtime() -> None:

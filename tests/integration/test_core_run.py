@@ -66,3 +66,33 @@ def test_no_loaded_package_with_data_remains(sb: SandboxProcess, clean_env: Path
     assert list(loaded.iterdir())  # dlt keeps each package's record (schema, state)...
     data = [p for p in loaded.rglob("*") if p.is_file() and "completed_jobs" in p.parts]
     assert data == []  # ...but not the customer data in it
+
+
+def test_runs_at_once_in_one_process_give_the_host_its_settings_back() -> None:
+    """Two runs' settings overlapping out of order (Dagster's threads): the host's come back."""
+    import threading
+
+    assert dlt.config.get("runtime.log_level") is None
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def first() -> None:
+        with dlt_run_settings(log_level="CRITICAL"):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with dlt_run_settings(log_level="INFO"):
+            second_in.set()
+            first_out.wait(10)  # the first run ends while this one still runs
+            seen.append(dlt.config.get("runtime.log_level"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert seen == ["CRITICAL"]  # still the (first run's) run settings while a run goes on
+    assert dlt.config.get("runtime.log_level") is None
