@@ -232,11 +232,13 @@ def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, peers: Peers) 
                 if not again:
                     out.error = exc
                     return False
-                # The server no longer accepts our stored cursor: start over from
-                # updated_since rather than failing every future run.
-                out.notes.append(
-                    f"stored cursor rejected ({exc.code or 400}); restarted from updated_since"
-                )
+                # The server no longer accepts our cursor (stored by an earlier chunk, or one
+                # it issued a page ago: a rotated secret): start over from updated_since
+                # rather than failing this run and every future one.
+                which = "cursor rejected mid-traversal" if pages else "stored cursor rejected"
+                note = f"{which} ({exc.code or 400}); restarted from updated_since"
+                if note not in out.notes:  # once, however many ranges met the same rotation
+                    out.notes.append(note)
                 chunk.restarted()
             continue
         except (ApiError, TryLater, ContractViolation) as exc:
