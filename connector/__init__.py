@@ -53,6 +53,7 @@ _ERRORS = (
 _EXPORTS: dict[str, str] = {
     "ciklek_source": "connector.runs.source",
     "run_sync": "connector.runs.sync",
+    "keep_exit_code": "connector.runs.signals",
     "SyncOptions": "connector.runs.options",
     "SyncResult": "connector.runs.result",
     "CiklekClient": "connector.api.client",

@@ -123,12 +123,13 @@ def compose_sync(
     max_requests: int | None,
     progress: bool | None,
     events: EventLog | None = None,
+    stop_event: threading.Event | None = None,
 ) -> Iterator[SyncParts]:
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
-    the client is closed."""
+    the client is closed. `stop_event`: the run's (set by a signal, see runs/signals.py)."""
     log = RequestLog()
     quota = (sweep_ledger if config.sweep else ledger_for)(settings, pipeline, max_requests)
-    report = RunReport()
+    report = RunReport() if stop_event is None else RunReport(stop_event=stop_event)
     client = build_client(settings, quota=quota, log=log, stop_event=report.stop_event)
     reporter = ProgressReporter(
         list(settings.resources),

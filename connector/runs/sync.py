@@ -11,6 +11,7 @@ status file (`status_file.py`).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from typing import Literal
@@ -65,27 +66,33 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
     with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
         pipeline = _prepared_pipeline(options, settings, destination)
         run_id = uuid.uuid4().hex
-        parts = compose_sync(
-            settings,
-            _run_config(options, settings, window),
-            pipeline=options.pipeline,
-            max_requests=options.max_requests,
-            progress=options.progress,
-            events=EventLog(options.log_format, run_id),
-        )
-        with parts as built:
-            report = built.source.report
-            result = SyncResult(
-                EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
+        stop = threading.Event()
+        # Until the exit code is decided a signal stops the run cleanly (exit 75); from the
+        # decision on it changes nothing (see connector/runs/signals.py).
+        with stop_on_signals(stop) as signals:
+            parts = compose_sync(
+                settings,
+                _run_config(options, settings, window),
+                pipeline=options.pipeline,
+                max_requests=options.max_requests,
+                progress=options.progress,
+                events=EventLog(options.log_format, run_id),
+                stop_event=stop,
             )
-            describe_target(result, options)
-            status = StatusWriter(options, settings, report)
-            status.write(pipeline, running=True)
-            label = destination_label(pipeline)
-            with stop_on_signals(report.stop_event), stop_on_fault(label, result):
-                _chunks(pipeline, built.source, options, result, status)
-        result.elapsed = time.monotonic() - started
-        _conclude(pipeline, built.source, options, result, status, started_at)
+            with parts as built:
+                report = built.source.report
+                result = SyncResult(
+                    EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
+                )
+                describe_target(result, options)
+                status = StatusWriter(options, settings, report)
+                status.write(pipeline, running=True)
+                with stop_on_fault(destination_label(pipeline), result):
+                    _chunks(pipeline, built.source, options, result, status)
+            result.elapsed = time.monotonic() - started
+            decide(result, options)
+            signals.decide()
+            _conclude(pipeline, built.source, options, result, status, started_at)
         return result
 
 
@@ -184,8 +191,7 @@ def _conclude(
     status: StatusWriter,
     started_at: dt.datetime,
 ) -> None:
-    """After the chunks: the exit code, the run row, the read copy, the final status."""
-    decide(result, options)
+    """After the decision: the run row, the read copy, the final status."""
     row = run_row(result, options, started_at)
     if may_record_run(pipeline, result):
         _record_run(pipeline, setup, row, result)
@@ -198,11 +204,9 @@ def _conclude(
 def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: SyncResult) -> None:
     """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
     setup.report.run_rows = [row]
-    try:
-        # The outcome is decided: a signal changes nothing.
-        with stop_on_signals(setup.report.stop_event):
-            pipeline.run(
-                ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
-            )
+    try:  # (the outcome is decided: a signal changes nothing now)
+        pipeline.run(
+            ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
+        )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
