@@ -130,6 +130,7 @@ CATALOGUE: dict[str, ResourceSpec] = {
 RESOURCE_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 REJECTS_TABLE = "_ciklek_rejects"
 RUNS_TABLE = "_ciklek_sync_runs"
+LEDGER_TABLE = "_ciklek_request_ledger"
 
 
 def parse_name_list(value: object, setting: str) -> list[str]:

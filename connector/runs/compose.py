@@ -25,6 +25,7 @@ from connector.config.settings import Settings, load_settings
 from connector.runs.bare import LoudSource
 from connector.runs.events import EventLog
 from connector.runs.progress import ProgressReporter
+from connector.runs.request_ledger import WarehouseLedger, chunk_allowance
 from connector.traversal.run_config import RunConfig
 from connector.traversal.run_report import RunReport
 
@@ -88,7 +89,6 @@ def bare_setup(resources: object = None) -> SourceSetup:
     the end per resource per load, counted in the quota ledger under the source's name."""
     settings = load_settings(resources=resources)
     quota = ledger_for(settings, "ciklek_source")
-    quota.flush_every = 1
 
     def release(client: CiklekClient) -> None:
         client.close()
@@ -112,6 +112,7 @@ class SyncParts:
     quota: QuotaLedger
     progress: ProgressReporter
     source: SourceSetup
+    ledger: WarehouseLedger | None = None  # the run's `_ciklek_request_ledger` row
 
 
 @contextlib.contextmanager
@@ -124,9 +125,11 @@ def compose_sync(
     progress: bool | None,
     events: EventLog | None = None,
     stop_event: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> Iterator[SyncParts]:
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
-    the client is closed. `stop_event`: the run's (set by a signal, see runs/signals.py)."""
+    the client is closed. `stop_event`: the run's (set by a signal, see runs/signals.py);
+    `run_id`: the run records its requests ahead in the warehouse under it (request_ledger.py)."""
     log = RequestLog()
     quota = (sweep_ledger if config.sweep else ledger_for)(settings, pipeline, max_requests)
     report = RunReport() if stop_event is None else RunReport(stop_event=stop_event)
@@ -146,8 +149,13 @@ def compose_sync(
     source = SourceSetup(
         settings.catalogue, list(settings.resources), ClientLease.borrowed(client), config, report
     )
+    ledger = None
+    if run_id is not None:
+        allowance = chunk_allowance(config.chunk_pages or settings.checkpoint_pages)
+        ledger = WarehouseLedger(run_id, pipeline, quota, allowance)
+        report.ledger_row = ledger.next_row
     try:
-        yield SyncParts(log=log, quota=quota, progress=reporter, source=source)
+        yield SyncParts(log=log, quota=quota, progress=reporter, source=source, ledger=ledger)
     finally:
         reporter.close()
         quota.flush()

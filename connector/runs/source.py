@@ -26,7 +26,7 @@ from dlt.extract.hints import TResourceHints
 from dlt.extract.resource import DltResource
 
 from connector.api.client import CiklekClient
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, ResourceSpec
+from connector.catalogue import LEDGER_TABLE, REJECTS_TABLE, RUNS_TABLE, ResourceSpec
 from connector.records.normalize import (
     DELETED_COLUMN,
     Batch,
@@ -37,6 +37,7 @@ from connector.records.normalize import (
 )
 from connector.records.undocumented import TableColumns
 from connector.runs.compose import SourceSetup, bare_setup
+from connector.runs.request_ledger import LEDGER_COLUMNS
 from connector.runs.run_row import RUN_COLUMNS
 from connector.runs.signals import stop_on_signals
 from connector.runs.sweep import current_load_id, with_load_id
@@ -235,6 +236,16 @@ def _rejects(report: RunReport, parallel: bool = False) -> Iterator[object]:
         yield rejects_table([])
 
 
+def _request_ledger(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    """This run's `_ciklek_request_ledger` row, made once the load's walks are over (the
+    requests they used are in it)."""
+    if report.ledger_row is None:
+        return
+    if parallel:
+        report.gate.wait_walks(report.stop_event)
+    yield [report.ledger_row()]
+
+
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
     for name, update in report.state_updates.items():  # recorded with the run row's load
         dlt.current.resource_state(name).update(update)
@@ -274,4 +285,13 @@ def ciklek_source(
         selected=False,
         parallelized=parallel,
     )(setup.report, parallel)
-    return [*selected, rejects, runs]
+    ledger = dlt.resource(  # type: ignore[call-overload]
+        _request_ledger,
+        name=LEDGER_TABLE,
+        write_disposition="merge",
+        primary_key=("run_id", "day"),
+        selected=False,
+        columns=LEDGER_COLUMNS,
+        parallelized=parallel,
+    )(setup.report, parallel)
+    return [*selected, rejects, ledger, runs]

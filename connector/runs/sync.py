@@ -19,10 +19,10 @@ from typing import Literal
 import dlt
 from dlt.common.destination.reference import TDestinationReferenceArg
 
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE
+from connector.catalogue import LEDGER_TABLE, REJECTS_TABLE, RUNS_TABLE
 from connector.config.settings import Settings, load_settings
 from connector.errors import EXIT_OK, Unauthorized
-from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
+from connector.runs.compose import SourceSetup, SyncParts, compose_sync, dlt_run_settings
 from connector.runs.decide import decide
 from connector.runs.events import EventLog
 from connector.runs.lock import pipeline_dir, run_lock
@@ -78,6 +78,7 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
                 progress=options.progress,
                 events=EventLog(options.log_format, run_id),
                 stop_event=stop,
+                run_id=run_id,
             )
             with parts as built:
                 report = built.source.report
@@ -88,11 +89,11 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
                 status = StatusWriter(options, settings, report)
                 status.write(pipeline, running=True)
                 with stop_on_fault(destination_label(pipeline), result):
-                    _chunks(pipeline, built.source, options, result, status)
+                    _chunks(pipeline, built, options, result, status)
             result.elapsed = time.monotonic() - started
             decide(result, options)
             signals.decide()
-            _conclude(pipeline, built.source, options, result, status, started_at)
+            _conclude(pipeline, built, options, result, status, started_at)
         return result
 
 
@@ -143,14 +144,16 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
 
 def _chunks(
     pipeline: dlt.Pipeline,
-    setup: SourceSetup,
+    parts: SyncParts,
     options: SyncOptions,
     result: SyncResult,
     status: StatusWriter,
 ) -> None:
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
+    setup = parts.source
     pending = list(setup.resources)
     recover(pipeline)
+    _record_allowance(pipeline, parts)
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
         settle(pipeline, result.settings, setup.report, pending, force=options.force)
         pending = [n for n in pending if not setup.report.outcome(n).finished]
@@ -166,14 +169,16 @@ def _chunks(
         if reload:
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, setup=setup)
-        if refresh is None:  # a refresh would drop the rejects table: carry them to the next load
-            source = source.with_resources(*names, REJECTS_TABLE)
+        if refresh is None:  # a refresh would drop these tables: carry them to the next load
+            source = source.with_resources(*names, REJECTS_TABLE, LEDGER_TABLE)
         if refresh is None:
             pipeline.run(source)
         else:
             pipeline.run(source, refresh=refresh)
             result.dropped += [t for n in names for t in setup.catalogue[n].tables]
-        result.quota.flush()  # `ciklek status` reads today's count while the run goes on
+        if parts.ledger is not None:
+            parts.ledger.committed()  # the next chunk may send what this load recorded
+        result.quota.flush()  # the unused reservation back: `status` reads today's count
         status.write(pipeline, running=True)
         pending = [n for n in pending if not report.outcome(n).finished]
         fatal = [o for o in report.outcomes.values() if isinstance(o.error, Unauthorized)]
@@ -183,18 +188,32 @@ def _chunks(
         settle(pipeline, result.settings, report, list(setup.resources), force=options.force)
 
 
+def _record_allowance(pipeline: dlt.Pipeline, parts: SyncParts) -> None:
+    """Before the run's first request: a small load recording the first chunk's allowance in
+    `_ciklek_request_ledger`, so a runner that rebuilds the day's count from the warehouse
+    counts this run even if it is killed before its first commit."""
+    if parts.ledger is None:
+        return
+    source = ciklek_source(resources=[], setup=parts.source).with_resources(LEDGER_TABLE)
+    pipeline.run(source)
+    parts.ledger.committed()
+
+
 def _conclude(
     pipeline: dlt.Pipeline,
-    setup: SourceSetup,
+    parts: SyncParts,
     options: SyncOptions,
     result: SyncResult,
     status: StatusWriter,
     started_at: dt.datetime,
 ) -> None:
-    """After the decision: the run row, the read copy, the final status."""
+    """After the decision: the run row (and the request ledger's row closed), the read copy,
+    the final status."""
     row = run_row(result, options, started_at)
     if may_record_run(pipeline, result):
-        _record_run(pipeline, setup, row, result)
+        if parts.ledger is not None:
+            parts.source.report.ledger_row = parts.ledger.closing_row
+        _record_run(pipeline, parts.source, row, result)
     publish_after_run(pipeline, result.settings, result, row)
     states = committed_states(pipeline, list(result.settings.resources))
     result.watermarks = {n: s.watermark for n, s in states.items()}
@@ -206,7 +225,9 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
     setup.report.run_rows = [row]
     try:  # (the outcome is decided: a signal changes nothing now)
         pipeline.run(
-            ciklek_source(resources=[], setup=setup).with_resources(RUNS_TABLE, REJECTS_TABLE)
+            ciklek_source(resources=[], setup=setup).with_resources(
+                RUNS_TABLE, REJECTS_TABLE, LEDGER_TABLE
+            )
         )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")

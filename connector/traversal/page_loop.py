@@ -20,6 +20,7 @@ from connector.api.client import CiklekClient
 from connector.api.responses import Page
 from connector.catalogue import ResourceSpec
 from connector.errors import (
+    AllowanceSpent,
     ApiError,
     BadRequest,
     CiklekUnavailable,
@@ -225,6 +226,9 @@ def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, peers: Peers) 
                 spec.path, limit=config.page_size, after=trav.after, updated_since=trav.since
             )
             report.gate.answered()
+        except AllowanceSpent:  # what the warehouse records for this run is used: commit first
+            report.gate.release()
+            return False
         except BadRequest as exc:
             report.gate.release()
             with peers.guard():
