@@ -83,7 +83,7 @@ def test_sigkill_at_random_instants_never_lets_the_budget_be_overshot(
         run_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY=str(workers))
         proc = start_sync(run_env, cwd=clean_env, log=log)
         wait_for(
-            lambda: requests_sent(sb) >= before + after or proc.poll() is not None,
+            lambda n=before + after, p=proc: requests_sent(sb) >= n or p.poll() is not None,
             timeout=60,
             what=f"request {before + after}",
         )
