@@ -91,12 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = json_log(args.log_format)  # before the run: a config error is a JSON line too
     # Once the run has decided its exit code, a SIGTERM (a timeout, a deploy) changes nothing
     # while the summary is printed: cron reads the code the run decided.
-    with keep_exit_code():
+    with keep_exit_code() as signals:
         try:
             result = sync_once(args)
         except Exception as exc:  # found before any request (bad config, the lock held), or a bug
             if args.debug and not isinstance(exc, CiklekError):
                 raise  # a bug: the traceback says where
+            signals.decide()  # this error's code is the run's: a signal changes nothing now
             explained = explain(exc)  # the same map as `ciklek sync`
             report_error(events, f"ciklek: {explained.line}")
             return explained.code

@@ -67,15 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_guarded(handler: Handler, args: argparse.Namespace) -> int:
     """Run the handler; map what it raised to an exit code and one line (`errors.explain`)."""
-    try:
-        # A pipeline name becomes a path: refuse `../x` before anything touches the disk.
-        if getattr(args, "pipeline", None) is not None:
-            check_pipeline_name(args.pipeline)
-        with keep_exit_code():  # a run's decided code holds while its summary is printed
+    # A run's decided code holds while its summary is printed; an error's code once it is
+    # mapped (a signal then changes neither).
+    with keep_exit_code() as signals:
+        try:
+            # A pipeline name becomes a path: refuse `../x` before anything touches the disk.
+            if getattr(args, "pipeline", None) is not None:
+                check_pipeline_name(args.pipeline)
             return handler(args)
-    except (Exception, KeyboardInterrupt) as exc:
-        if args.debug and not isinstance(exc, CiklekError | KeyboardInterrupt):
-            err(traceback.format_exc())  # a bug, or our error wrapped by dlt: where it happened
-        explained = explain(exc)
-        err(f"ciklek: {explained.line}")
-        return explained.code
+        except (Exception, KeyboardInterrupt) as exc:
+            signals.decide()
+            if args.debug and not isinstance(exc, CiklekError | KeyboardInterrupt):
+                err(traceback.format_exc())  # a bug, or our error wrapped by dlt: where it was
+            explained = explain(exc)
+            err(f"ciklek: {explained.line}")
+            return explained.code
