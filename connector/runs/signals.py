@@ -44,6 +44,7 @@ class SignalScope:
         self.event = event
         self.decided = False
         self.interrupts = 0  # SIGINTs received after the decision
+        self._handling = False
         self.previous: dict[int, Handler] = {}
 
     def decide(self) -> None:
@@ -54,6 +55,19 @@ class SignalScope:
             scope.decided = True
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        # A signal can interrupt this very handler (a scheduler repeating SIGTERM on a busy
+        # machine): the nested call returns at once. Else it would wait for the event's lock,
+        # which the interrupted call holds, and each further signal would nest one level
+        # deeper, until a RecursionError ends the run as a bug.
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            self._handle(signum, frame)
+        finally:
+            self._handling = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.decided:
             if signum == signal.SIGINT:
                 self.interrupts += 1
@@ -61,8 +75,10 @@ class SignalScope:
                     raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
             return
         if self.event is not None:
-            if self.event.is_set() and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+            if self.event.is_set():
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                return
             self.event.set()
             return
         _as_before(self.previous.get(signum), signum, frame)

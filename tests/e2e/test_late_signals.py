@@ -57,7 +57,7 @@ def test_sigterm_after_the_last_page_keeps_a_completed_run_at_exit_0(
     proc = start_sync(env, *ORDERS, cwd=clean_env, log=log)
     # The last page is asked for: the walk completes whatever comes next, so the run decides 0;
     # the signals land in the last load, the run row's load, the summary and the shutdown.
-    wait_for(lambda: requests_sent(sb) >= ORDER_PAGES, what="the last page")
+    wait_for(lambda: requests_sent(sb) >= ORDER_PAGES, 120, "the last page")
     code = _term_until_exit(proc)
     assert code == 0, log.read_text()
     assert "ciklek sync summary" in log.read_text()
@@ -89,7 +89,7 @@ def test_sigterm_after_a_stop_was_decided_keeps_exit_75_and_its_run_row(
         )
     # Its one request is sent: the run stops (at --max-requests, or by the first signal if that
     # lands before the next page is asked for) and decides 75 whatever comes after.
-    wait_for(lambda: requests_sent(sb) >= 1, what="the run's one request")
+    wait_for(lambda: requests_sent(sb) >= 1, 120, "the run's one request")
     code = _term_until_exit(proc)
     assert code == 75, log.read_text()
     assert "progress is kept" in log.read_text()

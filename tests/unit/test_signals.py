@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.runs.signals import keep_exit_code, stop_on_signals
+from connector.runs.signals import SignalScope, keep_exit_code, stop_on_signals
 
 
 def _send(signum: int) -> None:
@@ -64,3 +64,29 @@ def test_a_scope_that_ends_the_process_leaves_signals_ignored_once_decided(
     # Interpreter shutdown runs no Python handler: ignored, the process exits with its code.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+class _SignalledWhileSetting(threading.Event):
+    """An event whose `set()` is interrupted by another signal (as a SIGTERM repeated every few
+    milliseconds does on a busy machine), while it holds the event's lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scope: SignalScope | None = None
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        if self.scope is not None and self.sets < 50:
+            self.scope.handle(signal.SIGTERM, None)  # the next signal, nested
+        super().set()
+
+
+def test_a_signal_that_interrupts_the_handler_returns_at_once() -> None:
+    event = _SignalledWhileSetting()
+    scope = SignalScope(event)
+    event.scope = scope
+    scope.handle(signal.SIGTERM, None)
+    # Nested, it would set again (waiting for the lock its own interrupted call holds, one level
+    # deeper with each signal, until a RecursionError).
+    assert event.is_set() and event.sets == 1
