@@ -57,6 +57,25 @@ TABLES = {
     "peer": ("orders", "orders__line_items", "customers", "products"),
 }
 RESOURCES = ("orders", "customers", "products")
+# Section 1 also runs the connector without its write-ahead request ledger (patched in that
+# process only): reservations neither fsynced nor taken ahead (a write every 25 requests, as
+# before the ledger was written ahead) and no `_ciklek_request_ledger` row (no allowance load
+# before the first request, no row in each chunk's load). Its cost, as a ratio in the same run.
+NO_WAL = "connector-no-write-ahead"
+TABLES[NO_WAL] = TABLES["connector"]
+_NO_WAL_MAIN = """
+import sys
+import connector.api.ledger as ledger
+import connector.runs.compose as compose
+import connector.runs.sync as sync
+ledger.QuotaLedger.__init__.__kwdefaults__.update(durable=False, block=25)
+def without_request_ledger(*args, **kwargs):
+    kwargs["run_id"] = None
+    return compose.compose_sync(*args, **kwargs)
+sync.compose_sync = without_request_ledger
+from connector.cli import console
+sys.exit(console())
+"""
 
 THROUGHPUT_DATA = {"orders": 20_000, "customers": 2_000, "products": 500}
 RATE_DATA = {"orders": 5_000, "customers": 800, "products": 200}  # 60 pages
@@ -123,7 +142,7 @@ def _clean_env() -> dict[str, str]:
 
 def _command(ws: Workspace, sb: SandboxProcess, extra_env: dict[str, str]) -> tuple[list, dict]:
     env = _clean_env()
-    if ws.tool == "connector":
+    if ws.tool in ("connector", NO_WAL):
         env.update(
             SOURCES__CIKLEK__BASE_URL=sb.url,
             SOURCES__CIKLEK__API_KEY=sb.key,
@@ -132,6 +151,8 @@ def _command(ws: Workspace, sb: SandboxProcess, extra_env: dict[str, str]) -> tu
             DESTINATION__DUCKDB__CREDENTIALS=str(ws.duckdb_file),
         )
         cmd = _connector_cmd()
+        if ws.tool == NO_WAL:
+            cmd = [sys.executable, "-c", _NO_WAL_MAIN, "sync"]
     else:
         cmd = [
             sys.executable,
@@ -260,18 +281,19 @@ def throughput_and_quota(repeats: int, scratch: Path) -> dict[str, Any]:
     """Sections 1 and 3 (full syncs are section 1's runs; then one no-change sync each)."""
     flags = [*data_flags(THROUGHPUT_DATA), "--window-limit", "100000000"]
     flags += ["--daily-quota", "1000000000"]
-    runs: dict[str, list[Run]] = {t: [] for t in TOOLS}
+    runs: dict[str, list[Run]] = {t: [] for t in (*TOOLS, NO_WAL)}
     incremental: dict[str, list[Run]] = {t: [] for t in TOOLS}
     with SandboxProcess(*flags) as sb:
         for n in range(repeats):
-            for tool in TOOLS:  # interleaved, so drift on the machine hits both alike
+            for tool in (*TOOLS, NO_WAL):  # interleaved: drift on the machine hits all alike
                 ws = Workspace(tool, scratch / f"s1-{tool}-{n}")
                 full = run_tool(ws, sb)
                 _check(full, THROUGHPUT_DATA["orders"])
                 runs[tool].append(full)
-                again = run_tool(ws, sb)
-                _check(again)
-                incremental[tool].append(again)
+                if tool in TOOLS:
+                    again = run_tool(ws, sb)
+                    _check(again)
+                    incremental[tool].append(again)
                 shutil.rmtree(ws.root, ignore_errors=True)
     result: dict[str, Any] = {"data": THROUGHPUT_DATA, "repeats": repeats, "tools": {}}
     for tool in TOOLS:
@@ -288,7 +310,14 @@ def throughput_and_quota(repeats: int, scratch: Path) -> dict[str, Any]:
             "incremental_requests": _median([r.requests for r in incremental[tool]]),
             "incremental_wall_s": _median([r.wall for r in incremental[tool]]),
         }
+    plain = runs[NO_WAL]
+    result["no_write_ahead"] = {
+        "rows_per_s": _median([r.total_rows / r.wall for r in plain]),
+        "all_wall_s": [round(r.wall, 2) for r in plain],
+    }
     c, p = result["tools"]["connector"], result["tools"]["peer"]
+    # rows/s with the write-ahead ledger over rows/s without it (1.0: free)
+    result["ledger_cost_ratio"] = c["rows_per_s"] / result["no_write_ahead"]["rows_per_s"]
     result["speedup_rows_per_s"] = c["rows_per_s"] / p["rows_per_s"]
     result["memory_ratio"] = c["peak_rss_mb"] / p["peak_rss_mb"]
     result["minimum_full"] = minimum_requests(THROUGHPUT_DATA)

@@ -218,8 +218,16 @@ def report(
         "",
         f"- connector / peer rows/s: **{speed:.2f}x**; peak memory connector / peer: "
         f"{s13['memory_ratio']:.2f}x",
-        "",
     ]
+    if "ledger_cost_ratio" in s13:
+        walls = ", ".join(str(w) for w in s13["no_write_ahead"]["all_wall_s"])
+        out.append(
+            "- write-ahead request ledger: connector rows/s with it / without it (patched in "
+            "that process only: no fsync, a ledger write every 25 requests, no "
+            f"`_ciklek_request_ledger` row; runs {walls} s): "
+            f"**{s13['ledger_cost_ratio']:.3f}**"
+        )
+    out.append("")
     line = f"Throughput >= {bc.TARGET_SPEEDUP:g}x the peer: {speed:.2f}x {_mark(speed >= 3)}"
     if speed < bc.TARGET_SPEEDUP:
         line += f" (short by {bc.TARGET_SPEEDUP / speed:.2f}x)"

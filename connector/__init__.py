@@ -1,7 +1,8 @@
 """Ciklek → warehouse connector built on dlt.
 
 The public face: `ciklek_source` (the dlt source), `run_sync` with `SyncOptions`/`SyncResult`
-(one checkpointed, quota-aware sync run), `CiklekClient` (the HTTP client) and the error tree.
+(one checkpointed, quota-aware sync run) and `keep_exit_code` (signals after its decision),
+`CiklekClient` (the HTTP client) and the error tree.
 
 Importing this package changes nothing global but one thing: it registers a finder that answers
 only for the module paths of earlier releases (`connector.client`, `connector.sync`, ...), so
@@ -53,6 +54,7 @@ _ERRORS = (
 _EXPORTS: dict[str, str] = {
     "ciklek_source": "connector.runs.source",
     "run_sync": "connector.runs.sync",
+    "keep_exit_code": "connector.runs.signals",
     "SyncOptions": "connector.runs.options",
     "SyncResult": "connector.runs.result",
     "CiklekClient": "connector.api.client",
@@ -100,6 +102,7 @@ __all__ = [
     "ValidationFailed",
     "__version__",
     "ciklek_source",
+    "keep_exit_code",
     "load_settings",
     "run_sync",
 ]
@@ -132,6 +135,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time `__getattr__` below 
     )
     from connector.runs.options import SyncOptions
     from connector.runs.result import SyncResult
+    from connector.runs.signals import keep_exit_code
     from connector.runs.source import ciklek_source
     from connector.runs.sync import run_sync
 

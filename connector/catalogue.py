@@ -132,6 +132,7 @@ RESOURCE_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 REJECTS_TABLE = "_ciklek_rejects"
 RUNS_TABLE = "_ciklek_sync_runs"
 SCHEMA_CHANGES_TABLE = "_ciklek_schema_changes"
+LEDGER_TABLE = "_ciklek_request_ledger"
 
 
 def parse_name_list(value: object, setting: str) -> list[str]:

@@ -29,6 +29,8 @@ key: every error is built from server fields or our own words, never from reques
     ├── DestinationCredentialsRefused  the warehouse refused its credentials (3)
     ├── DestinationNeedsPerson         out of space, permissions, read-only, a changed table (7)
     ├── RejectsFound                   completed, `--strict`, records were rejected (4)
+    ├── AllowanceSpent                 the requests recorded ahead in the warehouse are used:
+    │                                  the chunk ends and commits the next (never leaves a run)
     └── SyncFailed                     a non-zero exit code without a more specific error
 
 ContractViolation is an ApiError (status 200) so that every caller which stops a resource on an
@@ -148,6 +150,12 @@ class BudgetSpent(TryLater):
     def __init__(self, message: str, *, resume_at: dt.datetime | None = None) -> None:
         self.resume_at = resume_at  # the next 00:00 UTC for the daily budget; None: run again
         super().__init__(message)
+
+
+class AllowanceSpent(CiklekError):
+    """The requests this run recorded in the warehouse ahead (`_ciklek_request_ledger`) are
+    used up: the chunk ends as if full, and its load records the next allowance. Never leaves a
+    run: the page loop ends the chunk on it."""
 
 
 class CiklekUnavailable(TryLater):

@@ -44,6 +44,7 @@ from connector.cli.tables import summary
 from connector.config.redaction import scrub
 from connector.errors import explain
 from connector.runs.events import EventLog, emit_outcome, json_log
+from connector.runs.signals import keep_exit_code
 
 LOG = logging.getLogger("ciklek_pipeline")
 
@@ -88,18 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     events = json_log(args.log_format)  # before the run: a config error is a JSON line too
-    try:
-        result = sync_once(args)
-    except Exception as exc:  # found before any request (bad config, the lock held), or a bug
-        if args.debug and not isinstance(exc, CiklekError):
-            raise  # a bug: the traceback says where
-        explained = explain(exc)  # the same map as `ciklek sync`
-        report_error(events, f"ciklek: {explained.line}")
-        return explained.code
-    if events is not None:
-        return emit_outcome(events, result)
-    print(scrub(summary(result)))
-    return result.exit_code
+    # Once the run has decided its exit code, a SIGTERM (a timeout, a deploy) changes nothing
+    # while the summary is printed: cron reads the code the run decided.
+    with keep_exit_code() as signals:
+        try:
+            result = sync_once(args)
+        except Exception as exc:  # found before any request (bad config, the lock held), or a bug
+            if args.debug and not isinstance(exc, CiklekError):
+                raise  # a bug: the traceback says where
+            signals.decide()  # this error's code is the run's: a signal changes nothing now
+            explained = explain(exc)  # the same map as `ciklek sync`
+            report_error(events, f"ciklek: {explained.line}")
+            return explained.code
+        if events is not None:
+            return emit_outcome(events, result)
+        print(scrub(summary(result)))
+        return result.exit_code
 
 
 def report_error(events: EventLog | None, message: str) -> None:
@@ -111,4 +116,6 @@ def report_error(events: EventLog | None, message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with keep_exit_code(at_exit=True):  # and through interpreter shutdown, until the exit
+        code = main()
+    sys.exit(code)

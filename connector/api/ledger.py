@@ -5,24 +5,30 @@ Why persisted: the server's headers describe only the minute window, yet the dai
 dir as JSON, keyed by a hash of the key (never the key), then by UTC day, then by pipeline, so
 several pipelines on one key add up and a budget check sees all of them. Like every file in the
 state dir it is private (0600, replaced through `mkstemp`, see `connector/config/statedir.py`).
+
+Why written ahead: a count kept in memory and written later is lost with a process killed by
+SIGKILL (an OOM kill, a CI timeout), and the budget is then overshot by what it sent. A request
+is counted on disk before it is sent (a reservation, see `QuotaLedger`), so a kill at any
+instant leaves nothing sent and uncounted.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from connector.config.settings import Settings
 from connector.config.statedir import check_dir, open_private, private_dir, replace_file
-from connector.errors import BudgetSpent
+from connector.errors import AllowanceSpent, BudgetSpent
 
 
 @dataclass
@@ -84,12 +90,28 @@ def utc_today(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date().isoformat()
 
 
+# Requests reserved per durable ledger write. One fsynced write per request would cost as much
+# as the request itself against a fast server (bench/run.py measures it); a block of 10 makes the
+# write one tenth of that, and a run killed at any instant leaves at most 9 reserved requests it
+# never sent, counted (once) as if sent: never a request sent and not counted.
+RESERVATION_BLOCK = 10
+
+
 class QuotaLedger:
-    """Requests used per UTC day per key, persisted; enforces the daily and per-run budgets.
+    """Requests used per UTC day per key, persisted ahead; enforces the daily and per-run budgets.
 
     `charge()` is called once before every request is sent (retries included: the server
-    counts them too). Counts reach disk every `flush_every` requests and on `flush()`; a killed
-    process can under-count by at most that many, which the default reserve absorbs.
+    counts them too). Before a request goes, it is counted on disk: the ledger holds a
+    reservation of up to `block` requests taken under the file lock (re-reading what every other
+    process on the key reserved, so the daily budget holds across processes and threads),
+    written and fsynced before `charge()` returns. The part of a reservation not used is given
+    back by `flush()` (at each commit and at the end of a run); a killed process gives nothing
+    back, so its unused reservation stays counted: a kill can over-count by less than a block,
+    never under-count.
+
+    `allow()`: the run's requests recorded ahead in the warehouse (`_ciklek_request_ledger`,
+    for a runner that rebuilds the count from there). Beyond them `charge()` raises
+    AllowanceSpent, which ends the chunk; its load records the next allowance.
     """
 
     def __init__(
@@ -100,7 +122,8 @@ class QuotaLedger:
         *,
         daily_budget: int,
         max_requests: int | None = None,
-        flush_every: int = 25,
+        block: int = RESERVATION_BLOCK,
+        durable: bool = True,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.path = path
@@ -108,65 +131,131 @@ class QuotaLedger:
         self.pipeline = pipeline
         self.daily_budget = daily_budget
         self.max_requests = max_requests
-        self.flush_every = flush_every
+        self.block = max(1, block)
+        self.durable = durable
         self._now = now
         self._lock = threading.Lock()
         self.run_requests = 0
-        self._pending = 0
+        self._day_start = 0  # run_requests when this run's current UTC day began
+        self._unused = 0  # reserved on disk, not sent yet
+        self.reservations = 0  # durable ledger writes taken (what the bench counts)
+        self.allowance: tuple[str, int] | None = None  # (day, requests today) the warehouse knows
         self._day = utc_today(now())
         check_dir(path.parent)  # an unsafe state dir is refused before any request is sent
-        self._others_today, self._mine_today = self._read_today()
+        self._total = self._read_total()  # today's count on disk, every pipeline on the key
 
-    def _read_today(self) -> tuple[int, int]:
-        data = read_ledger(self.path)
-        day = data.get(self.key, {}).get(self._day, {})
-        mine = day.get(self.pipeline, 0)
-        return sum(day.values()) - mine, mine
+    def _read_total(self) -> int:
+        return sum(read_ledger(self.path).get(self.key, {}).get(self._day, {}).values())
+
+    @property
+    def day(self) -> str:
+        """The UTC day this run counts its requests on now."""
+        with self._lock:
+            return self._day
+
+    @property
+    def requests_today(self) -> int:
+        """This run's requests on its current UTC day."""
+        with self._lock:
+            return self.run_requests - self._day_start
 
     @property
     def used_today(self) -> int:
+        """Requests counted today on the key (as last read), this run's unused reservation not
+        included."""
         with self._lock:
-            return self._others_today + self._mine_today
+            return self._total - self._unused
 
     @property
     def left_today(self) -> int:
         return max(0, self.daily_budget - self.used_today)
 
+    def headroom(self) -> int:
+        """Requests this run may still send today: the budget, --max-requests, a run cap."""
+        with self._lock:
+            room = self._day_limit() - (self._total - self._unused)
+            for cap in self._run_caps():
+                room = min(room, cap - self.run_requests)
+            return max(0, room)
+
+    def allow(self, day: str, requests_today: int) -> None:
+        """The warehouse now records that this run may send `requests_today` requests on `day`."""
+        with self._lock:
+            self.allowance = (day, requests_today)
+
     def charge(self) -> None:
-        """Count one request about to be sent, or raise BudgetSpent if it would exceed a budget."""
+        """Count one request about to be sent, or raise BudgetSpent if it would exceed a budget
+        (AllowanceSpent if it would exceed what the warehouse records)."""
         with self._lock:
             today = utc_today(self._now())
             if today != self._day:
-                self._flush_locked()
-                self._day = today
-                self._others_today, self._mine_today = self._read_today()
-            if self.max_requests is not None and self.run_requests >= self.max_requests:
-                raise BudgetSpent(
-                    f"--max-requests {self.max_requests} reached; run again to continue"
-                )
-            if self._others_today + self._mine_today >= self.daily_budget:
-                midnight = dt.datetime.fromisoformat(today).replace(tzinfo=dt.UTC)
-                raise BudgetSpent(
-                    f"daily request budget {self.daily_budget:,} reached "
-                    f"({self._others_today + self._mine_today:,} used today, UTC); try again "
-                    "after 00:00 UTC",
-                    resume_at=midnight + dt.timedelta(days=1),
-                )
+                self._give_back_locked()
+                self._day, self._day_start = today, self.run_requests
+                self._total = self._read_total()
+            self._check_run_limits()
+            if self.allowance is not None:
+                day, allowed = self.allowance
+                if day != self._day or self.run_requests - self._day_start >= allowed:
+                    raise AllowanceSpent("the requests recorded ahead in the warehouse are used")
+            if not self._unused:
+                self._reserve_locked()
+            self._unused -= 1
             self.run_requests += 1
-            self._mine_today += 1
-            self._pending += 1
-            if self._pending >= self.flush_every:
-                self._flush_locked()
+
+    def _check_run_limits(self) -> None:
+        if self.max_requests is not None and self.run_requests >= self.max_requests:
+            raise BudgetSpent(f"--max-requests {self.max_requests} reached; run again to continue")
+
+    def _run_caps(self) -> list[int]:
+        """Requests this run may send in all (--max-requests; a sweep's cap)."""
+        return [] if self.max_requests is None else [self.max_requests]
+
+    def _day_limit(self) -> int:
+        """The day's count this run may take the key's total to."""
+        return self.daily_budget
+
+    def _day_spent(self, used: int) -> BudgetSpent:
+        midnight = dt.datetime.fromisoformat(self._day).replace(tzinfo=dt.UTC)
+        return BudgetSpent(
+            f"daily request budget {self.daily_budget:,} reached ({used:,} used today, UTC); "
+            "try again after 00:00 UTC",
+            resume_at=midnight + dt.timedelta(days=1),
+        )
+
+    def _reserve_locked(self) -> None:
+        """Reserve the next block on disk (fsynced), within every limit; BudgetSpent if the day
+        has nothing left for this run."""
+        want = self.block
+        for cap in self._run_caps():
+            want = min(want, cap - self.run_requests)
+        if self.allowance is not None:
+            want = min(want, self.allowance[1] - (self.run_requests - self._day_start))
+        granted, total = reserve(
+            self.path,
+            self.key,
+            self._day,
+            self.pipeline,
+            want=max(1, want),
+            limit=self._day_limit(),
+            durable=self.durable,
+        )
+        self._total = total
+        if not granted:
+            raise self._day_spent(total)
+        self._unused = granted
+        self.reservations += 1
 
     def flush(self) -> None:
+        """Give back the reservation not used (at a commit, at the end of a run)."""
         with self._lock:
-            self._flush_locked()
+            self._give_back_locked()
 
-    def _flush_locked(self) -> None:
-        if not self._pending:
+    def _give_back_locked(self) -> None:
+        if not self._unused:
             return
-        pending, self._pending = self._pending, 0
-        update_ledger(self.path, self.key, self._day, self.pipeline, pending)
+        unused, self._unused = self._unused, 0
+        update_ledger(self.path, self.key, self._day, self.pipeline, -unused)
+        self._total -= unused
 
 
 # key fingerprint -> UTC day (ISO date) -> pipeline -> requests
@@ -199,17 +288,43 @@ def _counts(per_pipeline: object) -> dict[str, int]:
 
 
 def update_ledger(path: Path, key: str, day: str, pipeline: str, add: int) -> None:
-    """Add `add` requests under an exclusive file lock; keeps only the last 7 days."""
+    """Add `add` requests (negative: give back) under an exclusive file lock."""
+    with _locked(path):
+        _write(path, key, day, pipeline, add, durable=False)
+
+
+def reserve(
+    path: Path, key: str, day: str, pipeline: str, *, want: int, limit: int, durable: bool = True
+) -> tuple[int, int]:
+    """Reserve up to `want` requests of `day` for `pipeline`, leaving the key's day total at
+    most `limit`: (requests granted, the day's total after). Under the exclusive file lock, so
+    every process and thread on the key sees every other's reservations; `durable`: on disk
+    (fsynced) before it returns."""
+    with _locked(path):
+        total = sum(read_ledger(path).get(key, {}).get(day, {}).values())
+        granted = max(0, min(want, limit - total))
+        if granted:
+            _write(path, key, day, pipeline, granted, durable=durable)
+        return granted, total + granted
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
     private_dir(path.parent)
     with os.fdopen(open_private(path.with_suffix(".lock")), "r+") as lock_fh:
         fcntl.flock(lock_fh, fcntl.LOCK_EX)
-        data = read_ledger(path)
-        days = data.setdefault(key, {})
-        entry = days.setdefault(day, {})
-        entry[pipeline] = entry.get(pipeline, 0) + add
-        for old in sorted(days)[:-7]:
-            del days[old]
-        replace_file(path, json.dumps(data, indent=1, sort_keys=True))
+        yield
+
+
+def _write(path: Path, key: str, day: str, pipeline: str, add: int, *, durable: bool) -> None:
+    """Add `add` to one count (the file lock held); keeps only the last 7 days."""
+    data = read_ledger(path)
+    days = data.setdefault(key, {})
+    entry = days.setdefault(day, {})
+    entry[pipeline] = max(0, entry.get(pipeline, 0) + add)
+    for old in sorted(days)[:-7]:
+        del days[old]
+    replace_file(path, json.dumps(data, indent=1, sort_keys=True), durable=durable)
 
 
 def used_on(path: Path, key: str, day: str) -> dict[str, int]:
@@ -231,7 +346,8 @@ def ledger_for(settings: Settings, pipeline: str, max_requests: int | None = Non
 class SweepQuota(QuotaLedger):
     """The quota ledger of a sweep run: it also stops after `sweep_run_requests` requests (so a
     sweep never holds the lock for hours) and before the day's remaining budget falls under
-    `sweep_reserve` (so syncs always have quota)."""
+    `sweep_reserve` (so syncs always have quota). Both are limits of the reservation, so they
+    are checked and counted in one step, whatever the threads."""
 
     def __init__(
         self,
@@ -250,29 +366,29 @@ class SweepQuota(QuotaLedger):
             daily_budget=daily_budget, max_requests=max_requests, now=now,
         )  # fmt: skip
         self.reserve, self.run_cap = reserve, run_cap
-        self._sweep_lock = threading.Lock()
 
-    def charge(self) -> None:
-        with self._sweep_lock:  # check and count in one step: resources walk at once
-            self._charge_within_limits()
-
-    def _charge_within_limits(self) -> None:
+    def _check_run_limits(self) -> None:
         if self.run_requests >= self.run_cap:
             raise BudgetSpent(
                 f"sweep_run_requests {self.run_cap:,} reached: a sweep run stops here so syncs "
                 "get their turn; the next `ciklek sweep` continues"
             )
-        if self.used_today >= self.daily_budget - self.reserve:
-            today = (
-                self._now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            )
-            raise BudgetSpent(
-                f"the sweep leaves the last {self.reserve:,} requests of today's budget to syncs "
-                f"(sweep_reserve; {self.used_today:,} of {self.daily_budget:,} used today, UTC); "
-                "the sweep continues after 00:00 UTC",
-                resume_at=today + dt.timedelta(days=1),
-            )
-        super().charge()
+        super()._check_run_limits()
+
+    def _run_caps(self) -> list[int]:
+        return [*super()._run_caps(), self.run_cap]
+
+    def _day_limit(self) -> int:
+        return self.daily_budget - self.reserve
+
+    def _day_spent(self, used: int) -> BudgetSpent:
+        midnight = dt.datetime.fromisoformat(self._day).replace(tzinfo=dt.UTC)
+        return BudgetSpent(
+            f"the sweep leaves the last {self.reserve:,} requests of today's budget to syncs "
+            f"(sweep_reserve; {used:,} of {self.daily_budget:,} used today, UTC); "
+            "the sweep continues after 00:00 UTC",
+            resume_at=midnight + dt.timedelta(days=1),
+        )
 
 
 def sweep_ledger(settings: Settings, pipeline: str, max_requests: int | None) -> SweepQuota:

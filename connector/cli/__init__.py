@@ -1,5 +1,5 @@
-"""The `ciklek` command (`ciklek = "connector.cli:main"`): see `app.py`."""
+"""The `ciklek` command (`ciklek = "connector.cli:console"`, which runs `main`): see `app.py`."""
 
-from connector.cli.app import main
+from connector.cli.app import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

@@ -20,6 +20,7 @@ from connector.cli.parser import build_parser
 from connector.config.redaction import register_secret
 from connector.config.statedir import check_pipeline_name
 from connector.errors import EXIT_CONFIG, CiklekError, explain
+from connector.runs.signals import keep_exit_code
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -33,6 +34,14 @@ HANDLERS: dict[str, Handler] = {
     "query": commands.cmd_query,
     "config": commands.cmd_config,
 }
+
+
+def console() -> int:
+    """The `ciklek` console script: `main` on this process's arguments. Once a run has decided
+    its exit code, SIGTERM/SIGINT are ignored until the process has exited with it (interpreter
+    shutdown included): a scheduler reads the code the run decided, never "killed by signal"."""
+    with keep_exit_code(at_exit=True):
+        return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,14 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_guarded(handler: Handler, args: argparse.Namespace) -> int:
     """Run the handler; map what it raised to an exit code and one line (`errors.explain`)."""
-    try:
-        # A pipeline name becomes a path: refuse `../x` before anything touches the disk.
-        if getattr(args, "pipeline", None) is not None:
-            check_pipeline_name(args.pipeline)
-        return handler(args)
-    except (Exception, KeyboardInterrupt) as exc:
-        if args.debug and not isinstance(exc, CiklekError | KeyboardInterrupt):
-            err(traceback.format_exc())  # a bug, or our error wrapped by dlt: where it happened
-        explained = explain(exc)
-        err(f"ciklek: {explained.line}")
-        return explained.code
+    # A run's decided code holds while its summary is printed; an error's code once it is
+    # mapped (a signal then changes neither).
+    with keep_exit_code() as signals:
+        try:
+            # A pipeline name becomes a path: refuse `../x` before anything touches the disk.
+            if getattr(args, "pipeline", None) is not None:
+                check_pipeline_name(args.pipeline)
+            return handler(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            signals.decide()
+            if args.debug and not isinstance(exc, CiklekError | KeyboardInterrupt):
+                err(traceback.format_exc())  # a bug, or our error wrapped by dlt: where it was
+            explained = explain(exc)
+            err(f"ciklek: {explained.line}")
+            return explained.code

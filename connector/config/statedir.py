@@ -113,18 +113,30 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
     return fd
 
 
-def replace_file(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str, *, durable: bool = False) -> None:
     """Atomically replace `path` with `text` (0600): a reader never sees half a file.
 
     The new content goes to a `mkstemp` file (created exclusively, 0600, unpredictable name) in
     the same directory and is renamed over `path`; a symlink at `path` is replaced, not followed.
+    `durable`: the content and the rename reach the disk before this returns (fsync of the file
+    and of the directory), so a power cut cannot take back what was written (the quota ledger's
+    reservations: a request may be sent as soon as it returns).
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -27,6 +27,7 @@ from connector.records.undocumented import TableColumns
 from connector.runs.bare import LoudSource
 from connector.runs.events import EventLog
 from connector.runs.progress import ProgressReporter
+from connector.runs.request_ledger import WarehouseLedger, chunk_allowance
 from connector.traversal.run_config import RunConfig
 from connector.traversal.run_report import RunReport
 
@@ -90,7 +91,6 @@ def bare_setup(resources: object = None) -> SourceSetup:
     the end per resource per load, counted in the quota ledger under the source's name."""
     settings = load_settings(resources=resources)
     quota = ledger_for(settings, "ciklek_source")
-    quota.flush_every = 1
 
     def release(client: CiklekClient) -> None:
         client.close()
@@ -111,10 +111,17 @@ def bare_setup(resources: object = None) -> SourceSetup:
     )
 
 
-def _report(settings: Settings, run_id: str) -> RunReport:
-    """Where the resources report back: `schema_changes = "freeze"` freezes the columns."""
-    frozen = settings.schema_changes == "freeze"
-    return RunReport(columns=TableColumns(frozen=frozen), run_id=run_id)
+def _report(
+    settings: Settings, run_id: str, stop_event: threading.Event | None = None
+) -> RunReport:
+    """Where the resources report back: `schema_changes = "freeze"` freezes the columns;
+    `stop_event`: the run's own (set by a signal, see runs/signals.py)."""
+    report = RunReport(
+        columns=TableColumns(frozen=settings.schema_changes == "freeze"), run_id=run_id
+    )
+    if stop_event is not None:
+        report.stop_event = stop_event
+    return report
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ class SyncParts:
     progress: ProgressReporter
     source: SourceSetup
     client: CiklekClient
+    ledger: WarehouseLedger | None = None  # the run's `_ciklek_request_ledger` row
 
 
 @contextlib.contextmanager
@@ -137,13 +145,15 @@ def compose_sync(
     max_requests: int | None,
     progress: bool | None,
     events: EventLog | None = None,
-    run_id: str = "",
+    stop_event: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> Iterator[SyncParts]:
     """The parts of a sync run; on exit the progress display stops, the ledger reaches disk and
-    the client is closed."""
+    the client is closed. `stop_event`: the run's (set by a signal, see runs/signals.py);
+    `run_id`: the run records its requests ahead in the warehouse under it (request_ledger.py)."""
     log = RequestLog()
     quota = (sweep_ledger if config.sweep else ledger_for)(settings, pipeline, max_requests)
-    report = _report(settings, run_id)
+    report = _report(settings, run_id or "", stop_event)
     client = build_client(settings, quota=quota, log=log, stop_event=report.stop_event)
     reporter = ProgressReporter(
         list(settings.resources),
@@ -160,8 +170,15 @@ def compose_sync(
     source = SourceSetup(
         settings.catalogue, list(settings.resources), ClientLease.borrowed(client), config, report
     )
+    ledger = None
+    if run_id is not None:
+        allowance = chunk_allowance(config.chunk_pages or settings.checkpoint_pages)
+        ledger = WarehouseLedger(run_id, pipeline, quota, allowance)
+        report.ledger_row = ledger.next_row
     try:
-        yield SyncParts(log=log, quota=quota, progress=reporter, source=source, client=client)
+        yield SyncParts(
+            log=log, quota=quota, progress=reporter, source=source, client=client, ledger=ledger
+        )
     finally:
         reporter.close()
         quota.flush()

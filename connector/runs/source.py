@@ -28,6 +28,7 @@ from dlt.extract.resource import DltResource
 from connector.api.client import CiklekClient
 from connector.catalogue import (
     CATALOGUE,
+    LEDGER_TABLE,
     REJECTS_TABLE,
     RUNS_TABLE,
     SCHEMA_CHANGES_TABLE,
@@ -47,6 +48,7 @@ from connector.records.normalize import (
 )
 from connector.records.undocumented import TableColumns
 from connector.runs.compose import SourceSetup, bare_setup
+from connector.runs.request_ledger import LEDGER_COLUMNS
 from connector.runs.run_row import RUN_COLUMNS
 from connector.runs.signals import stop_on_signals
 from connector.runs.sweep import current_load_id, with_load_id
@@ -377,6 +379,16 @@ def _resource_of(table: str) -> str:
     return next((s.name for s in CATALOGUE.values() if table in s.tables), table)
 
 
+def _request_ledger(report: RunReport, parallel: bool = False) -> Iterator[object]:
+    """This run's `_ciklek_request_ledger` row, made once the load's walks are over (the
+    requests they used are in it)."""
+    if report.ledger_row is None:
+        return
+    if parallel:
+        report.gate.wait_walks(report.stop_event)
+    yield [report.ledger_row()]
+
+
 def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
     for name, update in report.state_updates.items():  # recorded with the run row's load
         dlt.current.resource_state(name).update(update)
@@ -423,4 +435,13 @@ def ciklek_source(
         selected=False,
         parallelized=parallel,
     )(setup.report, parallel)
-    return [*selected, rejects, changes, runs]
+    ledger = dlt.resource(  # type: ignore[call-overload]
+        _request_ledger,
+        name=LEDGER_TABLE,
+        write_disposition="merge",
+        primary_key=("run_id", "day"),
+        selected=False,
+        columns=LEDGER_COLUMNS,
+        parallelized=parallel,
+    )(setup.report, parallel)
+    return [*selected, rejects, changes, ledger, runs]

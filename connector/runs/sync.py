@@ -11,6 +11,7 @@ status file (`status_file.py`).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from typing import Literal
@@ -18,10 +19,10 @@ from typing import Literal
 import dlt
 from dlt.common.destination.reference import TDestinationReferenceArg
 
-from connector.catalogue import REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
+from connector.catalogue import LEDGER_TABLE, REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
 from connector.config.settings import Settings, load_settings
 from connector.errors import EXIT_OK, Unauthorized
-from connector.runs.compose import SourceSetup, compose_sync, dlt_run_settings
+from connector.runs.compose import SourceSetup, SyncParts, compose_sync, dlt_run_settings
 from connector.runs.decide import decide
 from connector.runs.events import EventLog
 from connector.runs.history import finish_history, start_history
@@ -69,29 +70,35 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
     with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
         pipeline = _prepared_pipeline(options, settings, destination)
         run_id = uuid.uuid4().hex
-        parts = compose_sync(
-            settings,
-            _run_config(options, settings, window),
-            pipeline=options.pipeline,
-            max_requests=options.max_requests,
-            progress=options.progress,
-            events=EventLog(options.log_format, run_id, options.log_stream),
-            run_id=run_id,
-        )
-        with parts as built:
-            report = built.source.report
-            result = SyncResult(
-                EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
+        stop = threading.Event()
+        # Until the exit code is decided a signal stops the run cleanly (exit 75); from the
+        # decision on it changes nothing (see connector/runs/signals.py).
+        with stop_on_signals(stop) as signals:
+            parts = compose_sync(
+                settings,
+                _run_config(options, settings, window),
+                pipeline=options.pipeline,
+                max_requests=options.max_requests,
+                progress=options.progress,
+                events=EventLog(options.log_format, run_id, options.log_stream),
+                stop_event=stop,
+                run_id=run_id,
             )
-            describe_target(result, options)
-            status = StatusWriter(options, settings, report)
-            status.write(pipeline, running=True)
-            label = destination_label(pipeline)
-            with stop_on_signals(report.stop_event), stop_on_fault(label, result):
-                _chunks(pipeline, built.source, options, result, status)
-            result.api_rate_limit = built.client.last_rate_limit
-        result.elapsed = time.monotonic() - started
-        _conclude(pipeline, built.source, options, result, status, started_at)
+            with parts as built:
+                report = built.source.report
+                result = SyncResult(
+                    EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
+                )
+                describe_target(result, options)
+                status = StatusWriter(options, settings, report)
+                status.write(pipeline, running=True)
+                with stop_on_fault(destination_label(pipeline), result):
+                    _chunks(pipeline, built, options, result, status)
+                result.api_rate_limit = built.client.last_rate_limit
+            result.elapsed = time.monotonic() - started
+            decide(result, options)
+            signals.decide()
+            _conclude(pipeline, built, options, result, status, started_at)
         return result
 
 
@@ -155,21 +162,22 @@ def _run_config(options: SyncOptions, settings: Settings, window: Window | None)
 
 def _chunks(
     pipeline: dlt.Pipeline,
-    setup: SourceSetup,
+    parts: SyncParts,
     options: SyncOptions,
     result: SyncResult,
     status: StatusWriter,
 ) -> None:
     """One `pipeline.run` per chunk until every resource is finished or the run must stop."""
+    setup = parts.source
     pending = list(setup.resources)
-    report = setup.report
     recover(pipeline)
     # A reload that completed in a run stopped before its swap: swapped in before anything else.
-    result.swapped += swap_completed(pipeline, list(setup.catalogue), report)
+    result.swapped += swap_completed(pipeline, list(setup.catalogue), setup.report)
     start_history(pipeline, setup, result.settings)  # `history` just switched on: seed it
+    _record_allowance(pipeline, parts)
     if options.sweep:  # a completed sweep kept from an earlier run: apply or refuse it first
-        settle(pipeline, result.settings, report, pending, force=options.force)
-        pending = [n for n in pending if not report.outcome(n).finished]
+        settle(pipeline, result.settings, setup.report, pending, force=options.force)
+        pending = [n for n in pending if not setup.report.outcome(n).finished]
     # --full-refresh starts a reload once; a reload that stopped early is continued instead.
     states = committed_states(pipeline, pending) if options.full_refresh else {}
     reload = [
@@ -178,21 +186,26 @@ def _chunks(
     if reload and not options.drop_first:
         start_reloads(pipeline, reload, setup.catalogue)  # built beside, swapped in at the end
         reload = []
+    report = setup.report
     while pending:
         names: list[str] = pending
         refresh: Literal["drop_resources"] | None = None
         if reload:  # --drop-first: dlt empties the tables now (no safe swap, or asked for)
             names, refresh, reload = reload, "drop_resources", []
         source = ciklek_source(resources=names, setup=setup)
-        if refresh is None:  # a refresh would drop our side tables: carry them to the next load
-            source = source.with_resources(*names, REJECTS_TABLE, SCHEMA_CHANGES_TABLE)
+        if refresh is None:  # a refresh would drop these tables: carry them to the next load
+            source = source.with_resources(
+                *names, REJECTS_TABLE, SCHEMA_CHANGES_TABLE, LEDGER_TABLE
+            )
         if refresh is None:
             pipeline.run(source)
         else:
             pipeline.run(source, refresh=refresh)
             result.dropped += [t for n in names for t in setup.catalogue[n].tables]
         result.swapped += swap_completed(pipeline, names, report)  # a reload just completed
-        result.quota.flush()  # `ciklek status` reads today's count while the run goes on
+        if parts.ledger is not None:
+            parts.ledger.committed()  # the next chunk may send what this load recorded
+        result.quota.flush()  # the unused reservation back: `status` reads today's count
         status.write(pipeline, running=True)
         pending = [n for n in pending if not report.outcome(n).finished]
         fatal = [o for o in report.outcomes.values() if isinstance(o.error, Unauthorized)]
@@ -203,19 +216,32 @@ def _chunks(
     finish_history(pipeline, result.settings, list(setup.resources))  # the `_history` views
 
 
+def _record_allowance(pipeline: dlt.Pipeline, parts: SyncParts) -> None:
+    """Before the run's first request: a small load recording the first chunk's allowance in
+    `_ciklek_request_ledger`, so a runner that rebuilds the day's count from the warehouse
+    counts this run even if it is killed before its first commit."""
+    if parts.ledger is None:
+        return
+    source = ciklek_source(resources=[], setup=parts.source).with_resources(LEDGER_TABLE)
+    pipeline.run(source)
+    parts.ledger.committed()
+
+
 def _conclude(
     pipeline: dlt.Pipeline,
-    setup: SourceSetup,
+    parts: SyncParts,
     options: SyncOptions,
     result: SyncResult,
     status: StatusWriter,
     started_at: dt.datetime,
 ) -> None:
-    """After the chunks: the exit code, the run row, the read copy, the final status."""
-    decide(result, options)
+    """After the decision: the run row (and the request ledger's row closed), the read copy,
+    the final status."""
     row = run_row(result, options, started_at)
     if may_record_run(pipeline, result):
-        _record_run(pipeline, setup, row, result)
+        if parts.ledger is not None:
+            parts.source.report.ledger_row = parts.ledger.closing_row
+        _record_run(pipeline, parts.source, row, result)
     publish_after_run(pipeline, result.settings, result, row)
     states = committed_states(pipeline, list(result.settings.resources))
     result.watermarks = {n: s.watermark for n, s in states.items()}
@@ -225,13 +251,11 @@ def _conclude(
 def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: SyncResult) -> None:
     """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
     setup.report.run_rows = [row]
-    try:
-        # The outcome is decided: a signal changes nothing.
-        with stop_on_signals(setup.report.stop_event):
-            pipeline.run(
-                ciklek_source(resources=[], setup=setup).with_resources(
-                    RUNS_TABLE, REJECTS_TABLE, SCHEMA_CHANGES_TABLE
-                )
+    try:  # (the outcome is decided: a signal changes nothing now)
+        pipeline.run(
+            ciklek_source(resources=[], setup=setup).with_resources(
+                RUNS_TABLE, REJECTS_TABLE, SCHEMA_CHANGES_TABLE, LEDGER_TABLE
             )
+        )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")

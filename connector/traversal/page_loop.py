@@ -20,6 +20,7 @@ from connector.api.client import CiklekClient
 from connector.api.responses import Page
 from connector.catalogue import ResourceSpec
 from connector.errors import (
+    AllowanceSpent,
     ApiError,
     BadRequest,
     CiklekUnavailable,
@@ -247,6 +248,9 @@ def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, peers: Peers) 
                 spec.path, limit=config.page_size, after=trav.after, updated_since=trav.since
             )
             report.gate.answered()
+        except AllowanceSpent:  # what the warehouse records for this run is used: commit first
+            report.gate.release()
+            return False
         except BadRequest as exc:
             report.gate.release()
             with peers.guard():
@@ -254,11 +258,13 @@ def _pages(chunk: Chunk, client: CiklekClient, report: RunReport, peers: Peers) 
                 if not again:
                     out.error = exc
                     return False
-                # The server no longer accepts our stored cursor: start over from
-                # updated_since rather than failing every future run.
-                out.notes.append(
-                    f"stored cursor rejected ({exc.code or 400}); restarted from updated_since"
-                )
+                # The server no longer accepts our cursor (stored by an earlier chunk, or one
+                # it issued a page ago: a rotated secret): start over from updated_since
+                # rather than failing this run and every future one.
+                which = "cursor rejected mid-traversal" if pages else "stored cursor rejected"
+                note = f"{which} ({exc.code or 400}); restarted from updated_since"
+                if note not in out.notes:  # once, however many ranges met the same rotation
+                    out.notes.append(note)
                 chunk.restarted()
             continue
         except (ApiError, TryLater, ContractViolation) as exc:

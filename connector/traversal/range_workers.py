@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from connector.api.client import CiklekClient
 from connector.catalogue import ResourceSpec
-from connector.errors import ApiError, ContractViolation, TryLater
+from connector.errors import AllowanceSpent, ApiError, ContractViolation, TryLater
 from connector.traversal.page_loop import Chunk, failed, halted, newest, walk
 from connector.traversal.ranges import after_page, complete, pending, pick, split, unpark, wrap
 from connector.traversal.reconcile import IdTracker
@@ -221,8 +221,9 @@ class RangeWalk:
         out = self.report.outcome(self.spec.name)
         try:
             page = client.fetch_page(self.spec.path, limit=1, after=None, updated_since=None)
-        except (ApiError, TryLater, ContractViolation) as exc:
-            failed(self.spec, self.report, out, exc)
+        except (ApiError, TryLater, ContractViolation, AllowanceSpent) as exc:
+            if not isinstance(exc, AllowanceSpent):  # else: the next chunk asks
+                failed(self.spec, self.report, out, exc)
             tail.parked, tail.skip = True, list(self.last_page)
             parent.ranges, self.tail = [tail], None
             return False

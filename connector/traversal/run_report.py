@@ -84,6 +84,9 @@ class RunReport:
     # Resource state to write with the run row (a sweep's result once it is applied or refused):
     # marking happens after a chunk committed, so it needs a load of its own to be recorded.
     state_updates: dict[str, Row] = field(default_factory=dict)
+    # This run's `_ciklek_request_ledger` row for the load under way (connector/runs/
+    # request_ledger.py), made when the load's walks are over; None: not recorded (bare source).
+    ledger_row: Callable[[], Row] | None = None
 
     def outcome(self, resource: str) -> ResourceOutcome:
         return self.outcomes.setdefault(resource, ResourceOutcome())

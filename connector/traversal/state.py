@@ -110,7 +110,9 @@ class Traversal:
     max_seen: str | None = None
     skip: list[Version] = field(default_factory=list)  # versions loaded by the last traversal
     started_at: str = ""
-    restarted: bool = False
+    restarted: bool = False  # restarted after a rejected cursor, and no page fetched since
+    restarts: int = 0  # restarts after rejected cursors (see `restart`)
+    early_rejections: int = 0  # restarts in a row whose rejected cursor was the first issued
     cursors: list[str] = field(default_factory=list)  # digests of recent cursors (loop guard)
     stale_pages: int = 0
     position: tuple[str, str] | None = None  # the furthest (updated_at, id) seen
@@ -136,6 +138,7 @@ class Traversal:
             "pages": self.pages, "received": self.received, "total": self.total,
             "max_seen": self.max_seen, "skip": [list(v) for v in self.skip],
             "started_at": self.started_at, "restarted": self.restarted,
+            "restarts": self.restarts, "early_rejections": self.early_rejections,
             "cursors": list(self.cursors), "stale_pages": self.stale_pages,
             "position": list(self.position) if self.position else None,
             "page_ids": list(self.page_ids), "last_total": self.last_total,
@@ -174,6 +177,8 @@ class Traversal:
             skip=_versions(raw.get("skip")),
             started_at=_str(raw.get("started_at")) or "",
             restarted=bool(raw.get("restarted", False)),
+            restarts=_int(raw.get("restarts")) or 0,
+            early_rejections=_int(raw.get("early_rejections")) or 0,
             cursors=[c for c in cursors if isinstance(c, str)] if isinstance(cursors, list) else [],
             stale_pages=_int(raw.get("stale_pages")) or 0,
             page_ids=[i for i in page_ids if isinstance(i, str)]
@@ -400,6 +405,7 @@ def accept_page(trav: Traversal, page: PageFacts) -> bool:
     Raises BrokenPagination (the page still counts) when the cursors loop.
     """
     trav.pages += 1
+    trav.restarted = False  # a page came back: a cursor rejected from now on may restart again
     if trav.fresh and trav.pages == 1:
         trav.total = page.total
     if page.total is not None:
@@ -469,13 +475,20 @@ def id_digest(record_id: str) -> str:
 def restart(
     state: ResourceState, trav: Traversal, lookback_seconds: float, within: str | None = None
 ) -> bool:
-    """The server rejected our stored cursor: start this traversal over from its updated_since.
-
-    Once per traversal, and only for a stored cursor; False means "a real 400, give up".
+    """The server rejected our cursor (stored, or issued a page ago: a rotated cursor secret):
+    start this traversal (or range) over from its updated_since. False means "a real 400, give
+    up": no cursor was sent, or the traversal restarted and no page came back since (the server
+    rejects even a fresh start), or twice in a row the server rejected the first cursor it issued
+    after a restart (a server that rejects every cursor would otherwise cost the day's quota).
     `within`: the kind of the traversal a range belongs to.
     """
     if trav.after is None or trav.restarted:
         return False
+    early = trav.restarts > 0 and trav.pages <= 1
+    if early and trav.early_rejections >= 1:
+        return False
+    trav.early_rejections = trav.early_rejections + 1 if early else 0
+    trav.restarts += 1
     kind = within or trav.kind
     if kind in ("window", "sweep"):  # a sweep has none: it starts over from the top
         since = trav.since

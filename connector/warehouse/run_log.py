@@ -4,7 +4,10 @@ Why the warehouse: on a runner that starts from an empty home directory (a CI jo
 container) the local status and quota ledger are gone, but dlt restores the watermarks from the
 destination and so can we restore what the run log says: when the last complete sync ran (for
 `status --max-age`) and how many requests today's runs sent (so `daily_request_budget` holds).
-Runs killed with SIGKILL wrote no row; a count rebuilt here can be low by those.
+A run killed with SIGKILL wrote no run row, but it recorded its requests ahead in
+`_ciklek_request_ledger` (`connector/runs/request_ledger.py`): the count rebuilt here takes,
+per run and UTC day, what a closed row used or what an open one reserved, and the run rows'
+requests only for runs older than that table.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 from connector.api.ledger import read_ledger, update_ledger, utc_today
-from connector.catalogue import RUNS_TABLE
+from connector.catalogue import LEDGER_TABLE, RUNS_TABLE
 
 COMPLETED = ("completed", "completed_with_rejects")
 
@@ -31,6 +34,7 @@ class RunRecord:
     resources: tuple[str, ...]
     requests: int
     kind: str = "sync"  # rows written before run kinds existed were syncs or windows
+    run_id: str = ""
 
     def is_complete_sync(self, resources: Iterable[str]) -> bool:
         """Completed (rejects allowed), every configured resource, and not a window."""
@@ -46,9 +50,22 @@ def last_complete_sync(runs: Iterable[RunRecord], resources: Sequence[str]) -> R
     return max(complete, key=lambda r: r.started_at, default=None)
 
 
-def requests_on(runs: Iterable[RunRecord], day: dt.date) -> int:
-    """Requests of the runs that started on `day` (UTC)."""
-    return sum(r.requests for r in runs if r.started_at.astimezone(dt.UTC).date() == day)
+# (run_id, UTC day, requests counted): one row of `_ciklek_request_ledger`
+LedgerEntry = tuple[str, dt.date, int]
+
+
+def requests_on(runs: Iterable[RunRecord], day: dt.date, ledger: Iterable[LedgerEntry] = ()) -> int:
+    """Requests of `day` (UTC): what the request ledger counts for that day (killed runs
+    included), and the requests of the runs that started that day and have no ledger row (runs
+    from before the request ledger existed)."""
+    entries = list(ledger)
+    recorded = {run_id for run_id, _, _ in entries}
+    legacy = sum(
+        r.requests
+        for r in runs
+        if r.started_at.astimezone(dt.UTC).date() == day and r.run_id not in recorded
+    )
+    return legacy + sum(n for _, on, n in entries if on == day)
 
 
 def _as_utc(value: object) -> dt.datetime | None:
@@ -71,7 +88,9 @@ def record_from_row(row: Sequence[object], has_kind: bool) -> RunRecord | None:
     resources = tuple(p for p in str(row[2] or "").split(",") if p)
     requests = row[3] if isinstance(row[3], int) else 0
     kind = str(row[4]) if has_kind and row[4] else "sync"
-    return RunRecord(started, str(row[1] or ""), resources, requests, kind)
+    at = 5 if has_kind else 4  # run_id, when the query asked for it
+    run_id = str(row[at] or "") if len(row) > at else ""
+    return RunRecord(started, str(row[1] or ""), resources, requests, kind, run_id)
 
 
 def read_runs(pipeline: object, pipeline_name: str) -> list[RunRecord]:
@@ -87,11 +106,36 @@ def read_runs(pipeline: object, pipeline_name: str) -> list[RunRecord]:
         except DatabaseUndefinedRelation:
             return []
         select = "started_at, outcome, resources, requests" + (", kind" if has_kind else "")
+        select += ", run_id"
         rows = client.execute_sql(
             f"SELECT {select} FROM {table} WHERE pipeline = %s", pipeline_name
         )
     records = (record_from_row(row, has_kind) for row in rows or [])
     return [r for r in records if r is not None]
+
+
+def read_request_ledger(pipeline: object, pipeline_name: str) -> list[LedgerEntry]:
+    """The pipeline's rows of `_ciklek_request_ledger` ([] when there are none): per run and
+    UTC day, `used` of a closed row, `reserved` of an open one (a run killed mid-way)."""
+    with pipeline.sql_client() as client:  # type: ignore[attr-defined]
+        table = client.make_qualified_table_name(LEDGER_TABLE)
+        try:
+            rows = client.execute_sql(
+                f"SELECT run_id, day, reserved, used, closed FROM {table} WHERE pipeline = %s",
+                pipeline_name,
+            )
+        except DatabaseUndefinedRelation:
+            return []
+    entries = []
+    for run_id, day, reserved, used, closed in rows or []:
+        counted = used if closed else reserved
+        if isinstance(day, str):
+            day = dt.date.fromisoformat(day[:10])
+        if isinstance(day, dt.datetime):
+            day = day.date()
+        if isinstance(day, dt.date) and isinstance(counted, int):
+            entries.append((str(run_id), day, counted))
+    return entries
 
 
 def restore_ledger(pipeline: object, pipeline_name: str, ledger_path: Path, key: str) -> int:
@@ -106,9 +150,10 @@ def restore_ledger(pipeline: object, pipeline_name: str, ledger_path: Path, key:
         return 0
     try:
         runs = read_runs(pipeline, pipeline_name)
+        ledger = read_request_ledger(pipeline, pipeline_name)
     except Exception:  # no dataset yet, an unreachable warehouse: the sync itself will say so
         return 0
-    used = requests_on(runs, dt.date.fromisoformat(today))
+    used = requests_on(runs, dt.date.fromisoformat(today), ledger)
     if used:
         update_ledger(ledger_path, key, today, pipeline_name, used)
     return used

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connector.api.ledger import QuotaLedger, read_ledger, used_on
-from connector.errors import BudgetSpent, ConfigError, TryLater
+from connector.errors import AllowanceSpent, BudgetSpent, ConfigError, TryLater
 from connector.runs.options import parse_bound
 
 DAY1 = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC)
@@ -100,13 +100,64 @@ def test_the_day_is_the_utc_day_whatever_the_local_offset(tmp_path: Path) -> Non
     assert used_on(path, "k1", "2026-11-27") == {"p": 1}
 
 
-def test_counts_reach_disk_every_flush_every_requests(tmp_path: Path) -> None:
+def test_each_request_is_counted_on_disk_before_it_is_sent(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
-    led = ledger(path, Clock(DAY1), flush_every=5)
-    charge(led, 4)
-    assert used_on(path, "k1", "2026-11-27") == {}  # a kill now would lose at most 4
+    led = ledger(path, Clock(DAY1), block=5)
     led.charge()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 5}  # a block reserved ahead, on disk
+    assert led.used_today == 1 and led.reservations == 1
+    charge(led, 4)
     assert used_on(path, "k1", "2026-11-27") == {"p": 5}
+    led.charge()  # the sixth: the next block
+    assert used_on(path, "k1", "2026-11-27") == {"p": 10} and led.reservations == 2
+    led.flush()  # a commit or the end: the unused part is given back
+    assert used_on(path, "k1", "2026-11-27") == {"p": 6}
+
+
+def test_a_killed_runs_reservation_is_counted_once_by_the_next_run(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    killed = ledger(path, clock, block=5)
+    charge(killed, 2)  # then SIGKILL: nothing is given back
+    nxt = ledger(path, clock, block=5)
+    assert nxt.used_today == 5  # what it may have sent, never less
+    charge(nxt, 3)
+    nxt.flush()
+    assert used_on(path, "k1", "2026-11-27") == {"p": 8}
+
+
+def test_processes_sharing_a_key_never_exceed_the_budget_together(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    a = ledger(path, clock, pipeline="a", daily_budget=12, block=5)
+    b = ledger(path, clock, pipeline="b", daily_budget=12, block=5)
+    sent = 0
+    for led in (a, b, a, b, a, b, a, b, a, b, a, b, a, b):
+        try:
+            led.charge()
+        except BudgetSpent:
+            continue
+        sent += 1
+    assert sent == 12  # each reservation re-reads the other's under the file lock
+    a.flush()
+    b.flush()
+    assert sum(used_on(path, "k1", "2026-11-27").values()) == 12
+
+
+def test_beyond_the_allowance_the_warehouse_knows_the_chunk_ends(tmp_path: Path) -> None:
+    path, clock = tmp_path / "ledger.json", Clock(DAY1)
+    led = ledger(path, clock, block=10)
+    led.allow("2026-11-27", 3)
+    charge(led, 3)
+    assert used_on(path, "k1", "2026-11-27") == {"p": 3}  # reserved within the allowance only
+    with pytest.raises(AllowanceSpent):
+        led.charge()
+    led.allow("2026-11-27", 5)  # the chunk's load recorded more
+    charge(led, 2)
+    clock.now = DAY1 + dt.timedelta(minutes=2)  # a new UTC day: the allowance was for yesterday
+    with pytest.raises(AllowanceSpent):
+        led.charge()
+    led.allow("2026-11-28", 1)
+    led.charge()
+    assert led.requests_today == 1 and led.run_requests == 6
 
 
 def test_only_the_last_seven_days_are_kept(tmp_path: Path) -> None:
@@ -149,7 +200,7 @@ def _mode(path: Path) -> int:
 
 def test_ledger_files_are_owner_only_and_leave_no_temp_files(tmp_path: Path) -> None:
     home = tmp_path / "home"  # created by the first flush
-    led = ledger(home / "ledger.json", Clock(DAY1), flush_every=1)
+    led = ledger(home / "ledger.json", Clock(DAY1))
     charge(led, 2)
     assert _mode(home) == 0o700
     assert _mode(home / "ledger.json") == 0o600 and _mode(home / "ledger.lock") == 0o600
@@ -162,8 +213,9 @@ def test_a_symlink_planted_at_the_ledger_is_replaced_not_followed(tmp_path: Path
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     (home / "ledger.json").symlink_to(victim)
-    led = ledger(home / "ledger.json", Clock(DAY1), flush_every=1)
+    led = ledger(home / "ledger.json", Clock(DAY1))
     charge(led, 1)
+    led.flush()
     assert victim.read_text() == "precious"
     assert not (home / "ledger.json").is_symlink()
     assert used_on(home / "ledger.json", "k1", "2026-11-27") == {"p": 1}

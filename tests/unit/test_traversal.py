@@ -31,6 +31,7 @@ from connector.traversal.state import (
     PageFacts,
     ResourceState,
     ResumePoint,
+    Traversal,
     accept_page,
     begin,
     finish,
@@ -154,6 +155,25 @@ def test_restart_after_a_rejected_cursor_starts_over_once() -> None:
     trav.after = "c2"
     assert not restart(state, trav, lookback_seconds=0)  # once: a second 400 is a real error
     assert not restart(state, start("full", None), lookback_seconds=0)  # no stored cursor
+
+
+def test_a_cursor_rejected_after_a_page_restarts_again_but_not_one_issued_right_after() -> None:
+    state = ResourceState(watermark="2026-01-01T01:00:00Z")
+    trav = start("incremental", "2026-01-01T01:00:00Z")
+    for n in range(3):
+        accept_page(trav, PageFacts(f"c{n}", received=1, furthest=(at(n), f"r{n}")))
+    assert restart(state, trav, lookback_seconds=0)  # rotated mid-walk: from the watermark
+    assert (trav.after, trav.since, trav.restarts) == (None, "2026-01-01T01:00:00Z", 1)
+    for n in range(3):
+        accept_page(trav, PageFacts(f"d{n}", received=1, furthest=(at(n), f"r{n}")))
+    assert restart(state, trav, lookback_seconds=0)  # rotated again, pages later: again
+    accept_page(trav, PageFacts("e0", received=1, furthest=(at(0), "r0")))
+    assert restart(state, trav, lookback_seconds=0)  # the first cursor after it: once more
+    accept_page(trav, PageFacts("f0", received=1, furthest=(at(0), "r0")))
+    # The first cursor issued after a restart refused twice in a row: the server refuses every
+    # cursor, and restarting would spend the day's quota one page at a time.
+    assert not restart(state, trav, lookback_seconds=0)
+    assert Traversal.from_json(trav.to_json()).early_rejections == 1  # kept across runs
 
 
 def test_stop_keeps_the_newest_updated_at_only() -> None:
