@@ -54,6 +54,7 @@ from ciklek_dagster.outcome import fail, judge, raise_for_exception, retry, stop
 from ciklek_dagster.runner import account_of, run, settings_for
 from ciklek_dagster.tables import TABLES, AssetNames, CiklekTranslator, build_names
 from ciklek_dagster.warehouse import RunRow, TableStats, Warehouse
+from connector import keep_exit_code
 from connector.errors import DestinationBusy, explain
 from connector.runs.result import SyncResult
 
@@ -122,37 +123,63 @@ def materialise(context: AssetExecutionContext, bundle: CiklekAssets) -> Iterato
     if not tables:
         yield from checks_only(context, bundle, target, checks)
         return
+    # From the run's decision until its events are built, a SIGTERM/SIGINT (a run worker told
+    # to stop) no longer turns the outcome into another: they are built first, then yielded
+    # (Dagster installs its own interrupt handler around each event it takes in).
+    with keep_exit_code():
+        events, ending = _synced(context, bundle, account, target, tables, checks)
+    yield from events
+    if ending is not None:
+        raise ending
+
+
+def _synced(
+    context: AssetExecutionContext,
+    bundle: CiklekAssets,
+    account: str | None,
+    target: Target,
+    tables: list[str],
+    checks: set[AssetCheckKey],
+) -> tuple[list[Event], Exception | None]:
+    """One sync of the selected tables, and its events (materialisations, checks) and ending (a
+    retry or a failure to raise once they are out; None: success)."""
     named = len(tables) < len(TABLES)
     resources = sorted({TABLES[t] for t in tables}) if named else None
     result = run(context.log, bundle.config, target, resources)
     # Yielded, not logged: an op's logged events are lost when it then fails or retries.
-    yield AssetObservation(
-        bundle.names.source.key, metadata=run_metadata(result), partition=account
-    )
+    events: list[Event] = [
+        AssetObservation(bundle.names.source.key, metadata=run_metadata(result), partition=account)
+    ]
     context.log.info(summary_line(result))
     verdict = judge(result, bundle.config)
     warehouse = Warehouse(target, result.settings.state_dir)
     report = Report(bundle, target, result, warehouse, context.log.warning)
     synced = [t for t in tables if report.synced(t)]
     # A table loaded with a selected one (orders with their line items) is recorded too.
-    yield from report.loaded_unselected(tables)
+    events += report.loaded_unselected(tables)
     if verdict.kind in ("retry", "fail"):  # record what was loaded, then retry or fail
-        yield from report.results([t for t in synced if report.rows_loaded(t)], set())
-        if verdict.kind == "fail":
-            fail(verdict, result)
-        retry(
-            context.log.warning,
-            verdict.reason,
-            max_retries=bundle.config.max_retries,
-            seconds=verdict.seconds,
-        )
-    yield from report.results(synced, checks)
+        events += report.results([t for t in synced if report.rows_loaded(t)], set())
+        try:
+            if verdict.kind == "fail":
+                fail(verdict, result)
+            retry(
+                context.log.warning,
+                verdict.reason,
+                max_retries=bundle.config.max_retries,
+                seconds=verdict.seconds,
+            )
+        except Exception as ending:  # a Failure or a RetryLater, with its cause
+            return events, ending
+    events += report.results(synced, checks)
     done = {bundle.names.key(t) for t in synced}
     try:
-        others = list(report.checks_elsewhere({c for c in checks if c.asset_key not in done}))
+        events += report.checks_elsewhere({c for c in checks if c.asset_key not in done})
     except DestinationBusy as exc:
-        raise_for_exception(exc, context.log.warning, bundle.config)
-    yield from others
+        try:
+            raise_for_exception(exc, context.log.warning, bundle.config)
+        except Exception as ending:
+            return events, ending
+    return events, None
 
 
 def checks_only(

@@ -34,6 +34,7 @@ from ciklek_dagster.outcome import fail, judge, retry
 from ciklek_dagster.runner import account_of, run
 from ciklek_dagster.tables import TABLES
 from ciklek_dagster.warehouse import Warehouse
+from connector import keep_exit_code
 from connector.errors import DestinationBusy
 from connector.runs.result import SyncResult
 
@@ -62,45 +63,13 @@ def build_sweep_job(
     def ciklek_sweep(
         context: OpExecutionContext, config: SweepConfig
     ) -> Iterator[AssetObservation | Output[None]]:
-        account = account_of(context, bundle.partitions)
-        target = bundle.config.target(account)
-        result = run(
-            context.log,
-            bundle.config,
-            target,
-            list(resources) if resources else None,
-            sweep=True,
-            force=config.force,
-            max_requests=config.max_requests,
-        )
-        # Yielded, not logged: an op's logged events are lost when it then fails or retries.
-        source = bundle.names.source.key
-        yield AssetObservation(source, metadata=run_metadata(result), partition=account)
-        context.log.info(summary_line(result))
-        yield from observations(bundle, target, result, context.log.warning)
-        verdict = judge(result, bundle.config)
-        if verdict.kind == "fail":
-            fail(verdict, result)
-        if verdict.kind == "retry":
-            retry(
-                context.log.warning,
-                verdict.reason,
-                max_retries=bundle.config.max_retries,
-                seconds=verdict.seconds,
-            )
-        if verdict.kind == "partial":
-            context.log.info(
-                f"ciklek sweep: progress kept, the next run continues: {verdict.reason}"
-            )
-        outcomes = result.report.outcomes
-        yield Output(
-            None,
-            metadata={
-                "exit_code": result.exit_code,
-                "rows_marked_deleted": sum(o.marked_deleted for o in outcomes.values()),
-                "complete": ",".join(sorted(n for n, o in outcomes.items() if o.done)),
-            },
-        )
+        # From the sweep's decision until its events are built, a signal no longer turns the
+        # outcome into another: they are built first, then yielded (see assets.materialise).
+        with keep_exit_code():
+            events, ending = _swept(context, bundle, config, resources)
+        yield from events
+        if ending is not None:
+            raise ending
 
     @job(
         name=name,
@@ -150,3 +119,58 @@ def observations(
             metadata=metadata,
             partition=target.account,
         )
+
+
+def _swept(
+    context: OpExecutionContext,
+    bundle: CiklekAssets,
+    config: SweepConfig,
+    resources: Sequence[str] | None,
+) -> tuple[list[AssetObservation | Output[None]], Exception | None]:
+    """One sweep run, and its events (observations, the output) and ending (a retry or a
+    failure to raise once they are out; None: done, or progress kept for the next run)."""
+    account = account_of(context, bundle.partitions)
+    target = bundle.config.target(account)
+    result = run(
+        context.log,
+        bundle.config,
+        target,
+        list(resources) if resources else None,
+        sweep=True,
+        force=config.force,
+        max_requests=config.max_requests,
+    )
+    # Yielded, not logged: an op's logged events are lost when it then fails or retries.
+    source = bundle.names.source.key
+    events: list[AssetObservation | Output[None]] = [
+        AssetObservation(source, metadata=run_metadata(result), partition=account)
+    ]
+    context.log.info(summary_line(result))
+    events += observations(bundle, target, result, context.log.warning)
+    verdict = judge(result, bundle.config)
+    try:
+        if verdict.kind == "fail":
+            fail(verdict, result)
+        if verdict.kind == "retry":
+            retry(
+                context.log.warning,
+                verdict.reason,
+                max_retries=bundle.config.max_retries,
+                seconds=verdict.seconds,
+            )
+    except Exception as ending:  # a Failure or a RetryLater, with its cause
+        return events, ending
+    if verdict.kind == "partial":
+        context.log.info(f"ciklek sweep: progress kept, the next run continues: {verdict.reason}")
+    outcomes = result.report.outcomes
+    events.append(
+        Output(
+            None,
+            metadata={
+                "exit_code": result.exit_code,
+                "rows_marked_deleted": sum(o.marked_deleted for o in outcomes.values()),
+                "complete": ",".join(sorted(n for n, o in outcomes.items() if o.done)),
+            },
+        )
+    )
+    return events, None
