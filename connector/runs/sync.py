@@ -18,6 +18,7 @@ from typing import Literal
 
 import dlt
 from dlt.common.destination.reference import TDestinationReferenceArg
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 from connector.catalogue import LEDGER_TABLE, REJECTS_TABLE, RUNS_TABLE, SCHEMA_CHANGES_TABLE
 from connector.config.settings import Settings, load_settings
@@ -49,7 +50,7 @@ from connector.warehouse.checks import (
 from connector.warehouse.destinations import resolve_destination
 from connector.warehouse.faults import may_record_run, stop_on_fault
 from connector.warehouse.read_copy import publish_after_run
-from connector.warehouse.run_log import restore_ledger
+from connector.warehouse.run_log import restore_ledger, write_ledger_row
 
 __all__ = ["SyncOptions", "SyncResult", "run_sync"]
 
@@ -222,9 +223,25 @@ def _record_allowance(pipeline: dlt.Pipeline, parts: SyncParts) -> None:
     counts this run even if it is killed before its first commit."""
     if parts.ledger is None:
         return
+    row = parts.ledger.next_row()
+    if LEDGER_TABLE in _existing_tables(pipeline):  # one INSERT: no load needed for one row
+        try:
+            write_ledger_row(pipeline, row)
+            parts.ledger.committed()
+            return
+        except DatabaseUndefinedRelation:  # the warehouse lost it (a file deleted): load it
+            pass
     source = ciklek_source(resources=[], setup=parts.source).with_resources(LEDGER_TABLE)
-    pipeline.run(source)
+    pipeline.run(source)  # the first run: dlt creates the table
     parts.ledger.committed()
+
+
+def _existing_tables(pipeline: dlt.Pipeline) -> set[str]:
+    """Tables dlt's schema knows with columns, i.e. created in the warehouse by a past load."""
+    if pipeline.default_schema_name is None:
+        return set()
+    tables = pipeline.default_schema.tables
+    return {name for name, table in tables.items() if table.get("columns")}
 
 
 def _conclude(
