@@ -50,7 +50,7 @@ from ciklek_dagster.checks import (
 from ciklek_dagster.config import CiklekConfig, Target
 from ciklek_dagster.docs_tables import TablesDoc, read_tables_doc
 from ciklek_dagster.facts import Metadata, endpoint_label, run_metadata, summary_line
-from ciklek_dagster.outcome import fail, judge, raise_for_exception, retry, stopped_by
+from ciklek_dagster.outcome import judge, op_ending, raise_for_exception, stopped_by
 from ciklek_dagster.runner import account_of, run, settings_for
 from ciklek_dagster.tables import TABLES, AssetNames, CiklekTranslator, build_names
 from ciklek_dagster.warehouse import RunRow, TableStats, Warehouse
@@ -159,17 +159,7 @@ def _synced(
     events += report.loaded_unselected(tables)
     if verdict.kind in ("retry", "fail"):  # record what was loaded, then retry or fail
         events += report.results([t for t in synced if report.rows_loaded(t)], set())
-        try:
-            if verdict.kind == "fail":
-                fail(verdict, result)
-            retry(
-                context.log.warning,
-                verdict.reason,
-                max_retries=bundle.config.max_retries,
-                seconds=verdict.seconds,
-            )
-        except Exception as ending:  # a Failure or a RetryLater, with its cause
-            return events, ending
+        return events, op_ending(verdict, result, context.log.warning, bundle.config)
     events += report.results(synced, checks)
     done = {bundle.names.key(t) for t in synced}
     try:

@@ -141,3 +141,18 @@ def fail(verdict: Verdict, result: SyncResult) -> NoReturn:
     """The run needs a person: its messages as the failure's description."""
     line = f"ciklek: {verdict.reason}"
     raise Failure(line, allow_retries=False, metadata={"exit_code": result.exit_code})
+
+
+def op_ending(
+    verdict: Verdict, result: SyncResult, log: Log, config: CiklekConfig
+) -> Exception | None:
+    """The exception that ends the op for a verdict (a Failure, or a RetryLater carrying its
+    cause), returned rather than raised: the caller yields its events first, then raises it."""
+    try:
+        if verdict.kind == "fail":
+            fail(verdict, result)
+        if verdict.kind == "retry":
+            retry(log, verdict.reason, max_retries=config.max_retries, seconds=verdict.seconds)
+    except Exception as stop:  # a Failure or a RetryLater, with its cause
+        return stop
+    return None

@@ -30,7 +30,7 @@ from dagster import (
 from ciklek_dagster.assets import CiklekAssets
 from ciklek_dagster.config import Target
 from ciklek_dagster.facts import Metadata, run_metadata, summary_line
-from ciklek_dagster.outcome import fail, judge, retry
+from ciklek_dagster.outcome import judge, op_ending
 from ciklek_dagster.runner import account_of, run
 from ciklek_dagster.tables import TABLES
 from ciklek_dagster.warehouse import Warehouse
@@ -148,18 +148,9 @@ def _swept(
     context.log.info(summary_line(result))
     events += observations(bundle, target, result, context.log.warning)
     verdict = judge(result, bundle.config)
-    try:
-        if verdict.kind == "fail":
-            fail(verdict, result)
-        if verdict.kind == "retry":
-            retry(
-                context.log.warning,
-                verdict.reason,
-                max_retries=bundle.config.max_retries,
-                seconds=verdict.seconds,
-            )
-    except Exception as ending:  # a Failure or a RetryLater, with its cause
-        return events, ending
+    stop = op_ending(verdict, result, context.log.warning, bundle.config)
+    if stop is not None:
+        return events, stop
     if verdict.kind == "partial":
         context.log.info(f"ciklek sweep: progress kept, the next run continues: {verdict.reason}")
     outcomes = result.report.outcomes
