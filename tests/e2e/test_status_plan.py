@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.helpers import run_cli
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
     CHUNK_PAGES,
@@ -24,7 +24,7 @@ from tests.syncutil import (
 
 
 def status_json(env: dict[str, str]) -> dict:
-    result = run_cli("status", "--json", env=env)
+    result = run_main("status", "--json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -39,7 +39,7 @@ def test_status_during_a_sync_shows_the_traversal_in_progress(
     try:
         wait_for(lambda: committed_pages(env_home(env)) >= CHUNK_PAGES, what="a committed chunk")
         during = status_json(env)
-        text = run_cli("status", env=env)
+        text = run_main("status", env=env)
     finally:
         assert proc.wait(timeout=60) == 0, log.read_text()
     assert during["running"] is True
@@ -73,7 +73,7 @@ def test_status_text_after_a_stopped_and_a_completed_run(sandbox_factory, clean_
         == 75
     )
     sb.stop()  # status needs no network
-    stopped = run_cli("status", env=env)
+    stopped = run_main("status", env=env)
     assert stopped.returncode == 0, stopped.stderr
     out = stopped.stdout
     assert "full since the beginning, 4 pages of ~400 records" in out
@@ -91,7 +91,7 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
         SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="10",
         SOURCES__CIKLEK__REQUESTS_PER_MINUTE="120",
     )
-    before = run_cli("plan", env=env)
+    before = run_main("plan", env=env)
     assert before.returncode == 0, before.stderr
     assert requests_sent(sb) == 3  # one limit=1 request per resource
     lines = {line.split()[1]: line.split() for line in before.stdout.splitlines() if "│" in line}
@@ -113,10 +113,10 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
     assert requests_sent(sb) - sent == 3  # nothing new: one request per resource
     sent = requests_sent(sb)
     # plan's own requests count against the daily budget like a sync's: 10 are spent now.
-    refused = run_cli("plan", env=env)
+    refused = run_main("plan", env=env)
     assert refused.returncode == 75 and "daily request budget 10 reached" in refused.stderr
     assert requests_sent(sb) == sent
-    after = run_cli("plan", env=dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"))
+    after = run_main("plan", env=dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"))
     assert after.returncode == 0, after.stderr
     assert requests_sent(sb) - sent == 6  # total, then records since the watermark
     assert "next sync: 3 requests" in after.stdout
