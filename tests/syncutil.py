@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import CIKLEK_BIN, query, sync_env
+from tests.inproc import Result, run_main
 from tests.sandbox_proc import SandboxProcess
 
 # A small dataset (400 orders: at least one block of >= 150 equal updated_at) and no server
@@ -136,9 +137,15 @@ def start_sync(env: dict[str, str], *args: str, cwd: Path, log: Path) -> subproc
     )
 
 
+def run_sync_main(env: dict[str, str], *args: str, cwd: Path | None = None) -> Result:
+    """`ciklek sync ARGS` in this process (tests/inproc.py): where no process is the point."""
+    return run_main("sync", *args, env=env, cwd=cwd)
+
+
 def run_sync_cli(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`ciklek sync ARGS` as a process of its own (the lock is held by another process)."""
     return subprocess.run(
         [CIKLEK_BIN, "sync", *args],
         env=env,

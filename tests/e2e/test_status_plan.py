@@ -16,7 +16,7 @@ from tests.syncutil import (
     env_home,
     fast_env,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     splits_in,
     start_sync,
     wait_for,
@@ -69,7 +69,7 @@ def test_status_text_after_a_stopped_and_a_completed_run(sandbox_factory, clean_
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000")
     assert (
-        run_sync_cli(env, "--resources", "orders", "--max-requests", "4", cwd=clean_env).returncode
+        run_sync_main(env, "--resources", "orders", "--max-requests", "4", cwd=clean_env).returncode
         == 75
     )
     sb.stop()  # status needs no network
@@ -105,10 +105,13 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
         "0m12s, 3 day(s) at a daily budget of 10"
     ) in before.stdout
 
-    synced = run_sync_cli(dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env)
+    roomy = dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000")
+    synced = run_sync_main(roomy, cwd=clean_env)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     sent = requests_sent(sb)
-    unchanged = run_sync_cli(dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env)
+    unchanged = run_sync_main(
+        dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env
+    )
     assert unchanged.returncode == 0
     assert requests_sent(sb) - sent == 3  # nothing new: one request per resource
     sent = requests_sent(sb)
