@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -167,4 +168,6 @@ def splits_in(*texts: str, resource: str = "orders") -> int:
     request (a range's last page is partial) and the open last range looks once more when the
     others are done, so request counts are bounded by `pages + splits + 1`, not equal to pages.
     """
-    return sum(text.count(f"split {resource}: at ") for text in texts)
+    line = re.compile(rf"split {re.escape(resource)}: at [^,\s]+, ranges \d+")
+    # Whole lines of that shape, not a count of words in text that holds timestamps and ids.
+    return sum(1 for text in texts for ln in text.splitlines() if line.fullmatch(ln))

@@ -21,6 +21,7 @@ from tests.syncutil import (
     fast_env,
     requests_sent,
     run_sync_main,
+    splits_in,
     start_sync,
     wait_for,
 )
@@ -162,7 +163,7 @@ def test_sigkill_with_four_workers_then_rerun_loses_and_duplicates_nothing(
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     killed = requests_sent(sb)
-    splits = (tmp_path / "killed.log").read_text().count("split orders:")
+    splits = splits_in((tmp_path / "killed.log").read_text())
 
     rerun = run_sync_main(env, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -173,7 +174,7 @@ def test_sigkill_with_four_workers_then_rerun_loses_and_duplicates_nothing(
     # Lost at most the one chunk in flight (3 pages for all resources together), beyond the
     # issue's bound for a run in ranges: the minimum, plus one request per resource and one per
     # split (a range's last page is partial; the open range looks once more at the end).
-    splits += rerun.stderr.count("split orders:")
+    splits += splits_in(rerun.stderr)
     assert killed + resumed <= clean_requests + CHUNK_PAGES + splits + 3, (
         killed,
         resumed,
