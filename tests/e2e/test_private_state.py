@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +23,17 @@ def everything_under(root: Path) -> set[Path]:
     return set(root.rglob("*"))
 
 
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[SandboxProcess]:
+    """Read-only here (syncs and request counts): one sandbox for the module."""
+    with SandboxProcess("--orders", "60", "--customers", "10", "--products", "5") as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def sb(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
-    return sandbox_factory("--orders", 60, "--customers", 10, "--products", 5)
+def sb(shared_sandbox: SandboxProcess) -> SandboxProcess:
+    shared_sandbox.control_post("reset_stats")
+    return shared_sandbox
 
 
 def test_state_dir_and_our_files_are_owner_only_after_a_sync(

@@ -8,7 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -30,9 +30,17 @@ from tests.syncutil import set_env
 FLAGS = ("--orders", 120, "--customers", 20, "--products", 10, "--window-limit", 100_000)
 
 
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[SandboxProcess]:
+    """The tests on `sb` only read from it (syncs, request counts): one for the module."""
+    with SandboxProcess(*[str(flag) for flag in FLAGS]) as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def sb(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
-    return sandbox_factory(*FLAGS)
+def sb(shared_sandbox: SandboxProcess) -> SandboxProcess:
+    shared_sandbox.control_post("reset_stats")
+    return shared_sandbox
 
 
 def env_for(sb: SandboxProcess, **extra: str) -> dict[str, str]:
