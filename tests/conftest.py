@@ -31,6 +31,22 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield work
 
 
+@pytest.fixture(autouse=True)
+def fresh_limiters() -> Iterator[None]:
+    """Each test starts with no rate limiter, as each `ciklek` process does.
+
+    The limiters live for the process (one per API host and key, `connector.api.limiter`), and
+    a test calling `run_sync` or the source directly would otherwise meet the window an earlier
+    test's sandbox left (a port comes back for a later sandbox in this worker). In-process
+    `ciklek` runs (tests/inproc.py) start with none on each call, as a process does.
+    """
+    from connector.api import limiter
+
+    limiter._REGISTRY.clear()
+    yield
+    limiter._REGISTRY.clear()
+
+
 @pytest.fixture
 def sandbox_factory() -> Iterator[Callable[..., SandboxProcess]]:
     """Start sandboxes with any flags; all are stopped at the end of the test."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import CIKLEK_BIN, query, sync_env
+from tests.inproc import Result, run_main
 from tests.sandbox_proc import SandboxProcess
 
 # A small dataset (400 orders: at least one block of >= 150 equal updated_at) and no server
@@ -136,9 +138,15 @@ def start_sync(env: dict[str, str], *args: str, cwd: Path, log: Path) -> subproc
     )
 
 
+def run_sync_main(env: dict[str, str], *args: str, cwd: Path | None = None) -> Result:
+    """`ciklek sync ARGS` in this process (tests/inproc.py): where no process is the point."""
+    return run_main("sync", *args, env=env, cwd=cwd)
+
+
 def run_sync_cli(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`ciklek sync ARGS` as a process of its own (the lock is held by another process)."""
     return subprocess.run(
         [CIKLEK_BIN, "sync", *args],
         env=env,
@@ -160,4 +168,6 @@ def splits_in(*texts: str, resource: str = "orders") -> int:
     request (a range's last page is partial) and the open last range looks once more when the
     others are done, so request counts are bounded by `pages + splits + 1`, not equal to pages.
     """
-    return sum(text.count(f"split {resource}: at ") for text in texts)
+    line = re.compile(rf"split {re.escape(resource)}: at [^,\s]+, ranges \d+")
+    # Whole lines of that shape, not a count of words in text that holds timestamps and ids.
+    return sum(1 for text in texts for ln in text.splitlines() if line.fullmatch(ln))

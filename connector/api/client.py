@@ -99,7 +99,7 @@ def build_client(
     return CiklekClient(
         settings.base_url,
         key,
-        limiter=limiter_for(key.fingerprint, settings.requests_per_minute),
+        limiter=limiter_for(settings.base_url, key.fingerprint, settings.requests_per_minute),
         quota=quota,
         log=log,
         max_attempts=settings.max_attempts,

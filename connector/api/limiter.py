@@ -3,7 +3,7 @@
 Why header-driven: the server's `X-RateLimit-Remaining` / `X-RateLimit-Reset` are the truth about
 the current window (other users of the key spend it too), so every response re-synchronises the
 limiter; a local sliding window at the documented rate only covers the time before the first
-response and servers that omit the headers. One limiter per API key per process (see
+response and servers that omit the headers. One limiter per API host and key per process (see
 `limiter_for`): every resource and thread shares it, so parallel work can never overrun the key.
 """
 
@@ -241,14 +241,19 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     return math.ceil(number) if math.isfinite(number) else None
 
 
-_REGISTRY: dict[str, RateLimiter] = {}
+_REGISTRY: dict[tuple[str, str], RateLimiter] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def limiter_for(key_fingerprint: str, per_minute: int = 120) -> RateLimiter:
-    """The process-wide limiter of one API key (created on first use)."""
+def limiter_for(base_url: str, key_fingerprint: str, per_minute: int = 120) -> RateLimiter:
+    """The process-wide limiter of one API key at one API host (created on first use).
+
+    Why the host too: a window is the server's count for a key, so the same key at two hosts
+    (production and a sandbox, two sandboxes) has two windows; one limiter for both would carry
+    one server's `Remaining` and `Reset` into requests to the other.
+    """
     with _REGISTRY_LOCK:
-        limiter = _REGISTRY.get(key_fingerprint)
+        limiter = _REGISTRY.get((base_url, key_fingerprint))
         if limiter is None:
-            limiter = _REGISTRY[key_fingerprint] = RateLimiter(per_minute)
+            limiter = _REGISTRY[(base_url, key_fingerprint)] = RateLimiter(per_minute)
         return limiter

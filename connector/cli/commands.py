@@ -8,11 +8,13 @@ loads only what it uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from connector.cli.output import OUTPUT, err, out
@@ -35,12 +37,16 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    with _debug_logging(args.debug):
+        return _sync(args)
+
+
+def _sync(args: argparse.Namespace) -> int:
     from connector.cli.tables import summary
     from connector.runs.events import emit_outcome, json_log
     from connector.runs.options import SyncOptions
     from connector.runs.sync import run_sync
 
-    _debug_logging(args.debug)
     events = json_log(args.log_format)
     OUTPUT.events = events  # this command's error lines become JSON too
     _check_duckdb_dir(args.duckdb_file)
@@ -258,8 +264,25 @@ class _ScrubbingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-def _debug_logging(debug: bool) -> None:
-    if debug:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+@contextlib.contextmanager
+def _debug_logging(debug: bool) -> Iterator[None]:
+    """--debug: every logger's DEBUG lines to stderr (scrubbed) while the command runs.
+
+    Why not `logging.basicConfig`: it does nothing once the root logger has a handler, so a
+    second command in one process (or a host that configured logging, a test runner) would get
+    no debug lines at all; the handler is added for this command and removed after it.
+    """
+    if not debug:
+        yield
+        return
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -9,6 +9,7 @@ import pytest
 
 import connector
 from tests.helpers import run_cli, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 VALID = "orders, customers, products"
@@ -96,7 +97,7 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(
             env.pop(name, None)
         else:
             env[name] = value
-    result = run_cli("sync", *args, env=env)
+    result = run_main("sync", *args, env=env)
     assert result.returncode == 2, result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -112,7 +113,7 @@ def test_duckdb_file_named_like_the_dataset_is_refused(sb: SandboxProcess, clean
     target = clean_env / "wh" / "ciklek.duckdb"
     target.parent.mkdir()
     env = sync_env(sb, DESTINATION__DUCKDB__CREDENTIALS=str(target))
-    result = run_cli("sync", env=env)
+    result = run_main("sync", env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -121,13 +122,13 @@ def test_duckdb_file_named_like_the_dataset_is_refused(sb: SandboxProcess, clean
     assert sb.stats()["requests"] == 0
     assert not target.exists()
     # The same file with another dataset name is fine.
-    ok = run_cli("sync", "--dataset", "shop", env=env)
+    ok = run_main("sync", "--dataset", "shop", env=env)
     assert ok.returncode == 0, ok.stderr
     assert target.exists()
 
 
 def test_version_prints_the_package_version() -> None:
-    result = run_cli("--version")
+    result = run_cli("--version")  # the console script itself
     assert result.returncode == 0
     assert result.stdout.strip() == f"ciklek {connector.__version__}"
 
@@ -138,7 +139,7 @@ def test_check_lists_scopes_and_fails_only_for_named_resources(sandbox_factory) 
     )
     env = sync_env(limited, key="bsk_test_k")
 
-    result = run_cli("check", env=env)
+    result = run_main("check", env=env)
     assert result.returncode == 0, result.stderr
     rows = {ln.split()[0]: ln.split()[1] for ln in result.stdout.splitlines()[:3]}
     assert rows == {"orders": "ok", "customers": "missing", "products": "missing"}
@@ -147,10 +148,10 @@ def test_check_lists_scopes_and_fails_only_for_named_resources(sandbox_factory) 
     assert limited.stats()["requests"] == 3  # one request per resource
     assert "bsk_test_k" not in result.stdout + result.stderr
 
-    named = run_cli("check", "--resources", "customers", env=env)
+    named = run_main("check", "--resources", "customers", env=env)
     assert named.returncode == 3, named.stderr
     assert "customers" in named.stderr and "scope" in named.stderr
 
-    refused = run_cli("check", env=sync_env(limited, key="bsk_test_wrong"))
+    refused = run_main("check", env=sync_env(limited, key="bsk_test_wrong"))
     assert refused.returncode == 3
     assert "401" in refused.stderr

@@ -7,11 +7,11 @@ under CIKLEK_HOME and next to the DuckDB file are scanned (as bytes) for that ke
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import Result, run_main
 from tests.sandbox_proc import SandboxProcess
 
 SENTINEL = "bsk_live_SENTINEL_9f8e7d"
@@ -20,7 +20,7 @@ SMALL = ("--orders", 40, "--customers", 12, "--products", 8)
 KEY_SETTING = "SOURCES__CIKLEK__API_KEY"
 
 
-def assert_no_secret(run: subprocess.CompletedProcess[str], *dirs: Path) -> None:
+def assert_no_secret(run: Result, *dirs: Path) -> None:
     """The key is in no output and in no file under `dirs` (CIKLEK_HOME, the DuckDB dir)."""
     assert SENTINEL not in run.stdout
     assert SENTINEL not in run.stderr
@@ -32,7 +32,7 @@ def assert_no_secret(run: subprocess.CompletedProcess[str], *dirs: Path) -> None
 
 
 def cli(sb: SandboxProcess, *args: str, key: str = SENTINEL, **env: str) -> Any:
-    return run_cli(*args, env=sync_env(sb, key=key, **env), timeout=120)
+    return run_main(*args, env=sync_env(sb, key=key, **env))
 
 
 def home() -> Path:

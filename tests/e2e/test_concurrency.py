@@ -20,7 +20,8 @@ from tests.syncutil import (
     env_home,
     fast_env,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
+    splits_in,
     start_sync,
     wait_for,
 )
@@ -56,7 +57,7 @@ def sequential(env: dict[str, str], tmp_path: Path) -> tuple[dict[str, list[tupl
 
 def _sync(env: dict[str, str], cwd: Path) -> tuple[int, int]:
     before = int(query_stats(env))
-    result = run_sync_cli(env, cwd=cwd)
+    result = run_sync_main(env, cwd=cwd)
     assert result.returncode in (0, 75), result.stdout + result.stderr
     return result.returncode, int(query_stats(env)) - before
 
@@ -82,7 +83,7 @@ def test_four_workers_load_what_a_sequential_sync_loads_row_for_row(
     env = fast_env(
         sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4", SOURCES__CIKLEK__PROGRESS_INTERVAL_SECONDS="0"
     )
-    result = run_sync_cli(env, cwd=clean_env)
+    result = run_sync_main(env, cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [ln.split(":")[0] for ln in result.stderr.splitlines() if ln.startswith("progress ")]
     # The walks overlapped: customers printed pages before orders' last one. (One after the
@@ -114,7 +115,7 @@ def test_quota_stop_with_four_workers_spends_no_request_beyond_the_budget(
         SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="7",
         SOURCES__CIKLEK__CHECKPOINT_PAGES="100",  # one chunk: every worker races for the budget
     )
-    spent = run_sync_cli(budget, cwd=clean_env)
+    spent = run_sync_main(budget, cwd=clean_env)
     assert spent.returncode == 75, spent.stdout + spent.stderr
     assert "daily request budget 7 reached" in spent.stdout
     assert requests_sent(sb) == 7
@@ -123,7 +124,7 @@ def test_quota_stop_with_four_workers_spends_no_request_beyond_the_budget(
         for t in ("orders", "customers", "products")
     )
     assert 0 < loaded <= 7 * 20  # the pages fetched were loaded
-    again = run_sync_cli(budget, cwd=clean_env)
+    again = run_sync_main(budget, cwd=clean_env)
     assert again.returncode == 75 and requests_sent(sb) == 7  # nothing left today
 
 
@@ -132,7 +133,7 @@ def test_no_self_caused_429_under_a_scaled_window(sandbox_factory: Any, clean_en
     sb: SandboxProcess = sandbox_factory(*flags, "--window-seconds", 1, "--window-limit", 4)
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
     sb.control_post("reset_stats")
-    result = run_sync_cli(env, cwd=clean_env)
+    result = run_sync_main(env, cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     stats = sb.stats()
     # 13 pages, plus at most one request per split of orders' traversal into ranges.
@@ -162,9 +163,9 @@ def test_sigkill_with_four_workers_then_rerun_loses_and_duplicates_nothing(
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     killed = requests_sent(sb)
-    splits = (tmp_path / "killed.log").read_text().count("split orders:")
+    splits = splits_in((tmp_path / "killed.log").read_text())
 
-    rerun = run_sync_cli(env, cwd=clean_env)
+    rerun = run_sync_main(env, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     resumed = requests_sent(sb) - killed
     expected, clean_requests = sequential(env, tmp_path)
@@ -173,7 +174,7 @@ def test_sigkill_with_four_workers_then_rerun_loses_and_duplicates_nothing(
     # Lost at most the one chunk in flight (3 pages for all resources together), beyond the
     # issue's bound for a run in ranges: the minimum, plus one request per resource and one per
     # split (a range's last page is partial; the open range looks once more at the end).
-    splits += rerun.stderr.count("split orders:")
+    splits += splits_in(rerun.stderr)
     assert killed + resumed <= clean_requests + CHUNK_PAGES + splits + 3, (
         killed,
         resumed,

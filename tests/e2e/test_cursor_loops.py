@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from connector.traversal.state import MAX_STALE_PAGES
-from tests.helpers import run_cli
+from tests.inproc import run_main
 
 MAX_REQUESTS = 200  # the server refuses more: a guard that failed cannot spin forever
 RECORDS = [
@@ -76,7 +76,7 @@ def test_a_looping_cursor_stops_the_sync_after_few_requests(
         "SOURCES__CIKLEK__API_KEY": "bsk_test_loops",
         "SOURCES__CIKLEK__REQUESTS_PER_MINUTE": "100000",
     }
-    result = run_cli("sync", "--resources", "customers", env=env, timeout=120)
+    result = run_main("sync", "--resources", "customers", env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     expected = 3 if handler.kind == "cycle" else 1 + MAX_STALE_PAGES

@@ -16,7 +16,8 @@ import duckdb
 import pytest
 
 from tests.duckdb_holder import Holder
-from tests.helpers import CIKLEK_BIN, query, run_cli, sync_env, tmpfs
+from tests.helpers import CIKLEK_BIN, query, sync_env, tmpfs
+from tests.inproc import run_main
 from tests.sandbox_proc import REPO_ROOT, SandboxProcess
 
 ORDERS, CUSTOMERS, PRODUCTS = 120, 40, 20
@@ -59,7 +60,7 @@ def test_a_reader_holding_the_file_makes_the_sync_wait_then_exit_75_spending_not
             DESTINATION__DUCKDB__CREDENTIALS=str(db),
             SOURCES__CIKLEK__DESTINATION_LOCK_WAIT_SECONDS="2",
         )
-        done = run_cli("sync", env=env)
+        done = run_main("sync", env=env)
     finally:
         holder.close()
     output = done.stdout + done.stderr
@@ -141,7 +142,7 @@ def test_a_reader_of_the_read_copy_never_blocks_the_syncs_and_sees_them_on_reope
     env = sync_env(
         sb, DESTINATION__DUCKDB__CREDENTIALS=str(db), SOURCES__CIKLEK__DUCKDB_READ_COPY=str(copy)
     )
-    first = run_cli("sync", env=env)
+    first = run_main("sync", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"read copy published: {copy}" in first.stdout
     reader = Holder(copy, COUNT)  # an analyst keeps the copy open all day
@@ -149,7 +150,7 @@ def test_a_reader_of_the_read_copy_never_blocks_the_syncs_and_sees_them_on_reope
         assert reader.first == "60"
         for created in (7, 5):  # two more hourly syncs while the reader stays
             sb.control_post("mutate", update=0, create=created, resource="orders")
-            done = run_cli("sync", env=env)
+            done = run_main("sync", env=env)
             assert done.returncode == 0, done.stdout + done.stderr
             clean(done.stdout + done.stderr)
             assert "read copy published" in done.stdout
@@ -165,7 +166,7 @@ def test_read_copy_settings_that_cannot_work_exit_2_before_any_request(
     sb: SandboxProcess, tmp_path: Path
 ) -> None:
     db = tmp_path / "w.duckdb"
-    same = run_cli(
+    same = run_main(
         "sync",
         env=sync_env(
             sb, DESTINATION__DUCKDB__CREDENTIALS=str(db), SOURCES__CIKLEK__DUCKDB_READ_COPY=str(db)
@@ -173,7 +174,7 @@ def test_read_copy_settings_that_cannot_work_exit_2_before_any_request(
     )
     assert same.returncode == 2, same.stderr
     assert "is the DuckDB file the sync writes" in same.stderr
-    pg = run_cli(
+    pg = run_main(
         "sync",
         "--destination",
         "postgres",
@@ -209,7 +210,7 @@ def test_a_full_disk_exits_7_keeps_progress_and_the_next_run_completes(
         SOURCES__CIKLEK__CHECKPOINT_PAGES="2",
         SOURCES__CIKLEK__PAGE_SIZE="50",
     )
-    full = run_cli("sync", "--resources", "orders", env=env)
+    full = run_main("sync", "--resources", "orders", env=env)
     output = full.stdout + full.stderr
     assert full.returncode == 7, output
     clean(output)
@@ -217,7 +218,7 @@ def test_a_full_disk_exits_7_keeps_progress_and_the_next_run_completes(
     kept = query(db, COUNT)[0][0]
     assert 0 < kept < 3000  # the chunks committed before the disk filled are there
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    again = run_cli("sync", "--resources", "orders", env=env)
+    again = run_main("sync", "--resources", "orders", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(3000, 3000)]
     items = query(
@@ -243,7 +244,7 @@ def test_the_demo_points_analysts_at_the_read_copy_and_leaves_theirs_alone(
 ) -> None:
     theirs = tmp_path / "theirs_read.duckdb"  # the user's real pipeline's copy
     env = {**os.environ, "SOURCES__CIKLEK__DUCKDB_READ_COPY": str(theirs)}
-    done = run_cli("demo", "--orders", "20", "--file", str(tmp_path / "demo.duckdb"), env=env)
+    done = run_main("demo", "--orders", "20", "--file", str(tmp_path / "demo.duckdb"), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SOURCES__CIKLEK__DUCKDB_READ_COPY=" in done.stdout
     assert "Analysts and scheduled syncs on one DuckDB file" in done.stdout

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_destination_duckdb import api_line_items, clean
-from tests.helpers import CIKLEK_BIN, pg_dsn, run_cli, sync_env
+from tests.helpers import CIKLEK_BIN, pg_dsn, sync_env
+from tests.inproc import run_main
 from tests.pg_private import PrivateCluster, _free_port
 from tests.sandbox_proc import SandboxProcess
 
@@ -35,7 +36,7 @@ def test_postgres_unreachable_exits_75_before_any_request(sandbox, tmp_path) -> 
     sb: SandboxProcess = sandbox
     dsn = f"postgresql://ciklek:hunter2secret@127.0.0.1:{_free_port()}/warehouse"
     env = sync_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)
-    done = run_cli("sync", "--destination", "postgres", env=env)
+    done = run_main("sync", "--destination", "postgres", env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 75, output
     clean(output)
@@ -53,7 +54,7 @@ def test_a_wrong_postgres_password_exits_3_naming_the_destination_credentials(sa
     netloc = f"{parts.username}:wrong-pw-0451@{parts.hostname}:{parts.port}"
     dsn = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     env = sync_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)
-    done = run_cli("sync", "--destination", "postgres", env=env)
+    done = run_main("sync", "--destination", "postgres", env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 3, output
     clean(output)
@@ -111,14 +112,14 @@ def test_postgres_stopped_mid_sync_exits_75_and_the_rerun_loses_and_doubles_noth
     assert "destination postgres 127.0.0.1:" in output and "progress is kept" in output
     spent = sb.stats()["requests"]
     assert 5 <= spent < 12  # stopped part-way: 300 orders are 12 pages
-    status = run_cli("status", env=env)  # the run row could not be written; status.json has it
+    status = run_main("status", env=env)  # the run row could not be written; status.json has it
     assert "last run: stopped_try_later (exit 75)" in status.stdout, status.stdout
     assert "the warehouse is unreachable or restarting" in status.stdout
 
     private_pg.start()
     kept = pg(private_pg.dsn, "select count(*) from ciklek.orders")[0][0]
     assert 100 <= kept < 300  # the committed chunks are there (4 pages of 25 at least)
-    again = run_cli(*args, env=env)
+    again = run_main(*args, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     orders = pg(private_pg.dsn, "select count(*), count(distinct id) from ciklek.orders")
     assert orders == [(300, 300)]

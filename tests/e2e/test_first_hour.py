@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import query, run_cli, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 SMALL = ("--orders", 120, "--customers", 30, "--products", 10)
@@ -52,7 +53,7 @@ def test_a_base_url_without_v1_exits_2_naming_v1(sandbox_factory: Any, clean_env
     sb: SandboxProcess = sandbox_factory(*SMALL)
     env = _env(sb, SOURCES__CIKLEK__BASE_URL=sb.url.removesuffix("/v1"))
     for command in (["check"], ["plan"], ["sync"]):
-        run = run_cli(*command, env=env)
+        run = run_main(*command, env=env)
         assert run.returncode == 2, (command, run.stdout, run.stderr)
         text = run.stdout + run.stderr
         assert "is `base_url` right? it should end in /v1" in text, text
@@ -72,7 +73,7 @@ def test_an_unreachable_host_is_named_with_a_line_per_retry(clean_env: Path) -> 
         "SOURCES__CIKLEK__MAX_ATTEMPTS": "3",
         "SOURCES__CIKLEK__RESOURCES": "orders",
     }
-    run = run_cli("check", env=env)
+    run = run_main("check", env=env)
     assert run.returncode == 75, run.stdout + run.stderr
     retries = [ln for ln in run.stderr.splitlines() if ln.startswith("retry ")]
     assert len(retries) == 2, run.stderr  # 3 attempts: a line before each of the 2 retries
@@ -96,10 +97,10 @@ def test_summary_progress_tables_and_query_across_runs(
 ) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL)
     env = _env(sb)
-    missing_dir = run_cli("sync", "--duckdb-file", "data/w.duckdb", env=env, cwd=clean_env)
+    missing_dir = run_main("sync", "--duckdb-file", "data/w.duckdb", env=env, cwd=clean_env)
     assert missing_dir.returncode == 2 and "does not exist" in missing_dir.stderr
     (clean_env / "data").mkdir()
-    first = run_cli("sync", "--duckdb-file", "data/w.duckdb", env=env, cwd=clean_env)
+    first = run_main("sync", "--duckdb-file", "data/w.duckdb", env=env, cwd=clean_env)
     assert first.returncode == 0, first.stdout + first.stderr
     db = clean_env / "data" / "w.duckdb"
     assert f"run: sync into duckdb {db}, dataset ciklek" in first.stdout
@@ -120,7 +121,7 @@ def test_summary_progress_tables_and_query_across_runs(
 
     changed = sb.control_post("mutate", update=3, create=0, resource="orders")
     changed_ids = {r["id"] if isinstance(r, dict) else r for r in changed.get("updated", [])}
-    second = run_cli("sync", "--duckdb-file", str(db), env=env)
+    second = run_main("sync", "--duckdb-file", str(db), env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     # Progress of this run: its own pages from 1, and the rows it brings (3 changed orders).
     lines = [ln for ln in second.stderr.splitlines() if ln.startswith("progress orders:")]
@@ -147,12 +148,12 @@ def test_summary_progress_tables_and_query_across_runs(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for cwd, extra in ((clean_env, ("--duckdb-file", str(db))), (elsewhere, ())):
-        res = run_cli(
+        res = run_main(
             "query", "select count(*) as n from orders", "--format", "csv", *extra, env=env, cwd=cwd
         )
         assert res.returncode == 0, res.stderr
         assert res.stdout.split() == ["n", str(expected)]
-    as_json = run_cli(
+    as_json = run_main(
         "query",
         "select status, count(*) as n from ciklek.orders group by 1",
         "--format",
@@ -162,13 +163,13 @@ def test_summary_progress_tables_and_query_across_runs(
     assert sum(row["n"] for row in json.loads(as_json.stdout)) == expected
 
     # The kind of run, and what a full refresh dropped.
-    refresh = run_cli(
+    refresh = run_main(
         "sync", "--duckdb-file", str(db), "--resources", "products", "--full-refresh", env=env
     )
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr
     assert "run: refresh (full refresh) into duckdb" in refresh.stdout
     assert "reload swapped in: products" in refresh.stdout
-    window = run_cli(
+    window = run_main(
         "sync",
         "--duckdb-file",
         str(db),
@@ -188,7 +189,7 @@ def test_log_format_json_is_json_on_every_line(sandbox_factory: Any, clean_env: 
     sb: SandboxProcess = sandbox_factory(
         *SMALL, "--rate429", "0.2", "--window-seconds", "1", "--seed", "3"
     )
-    run = run_cli("sync", "--log-format", "json", env=_env(sb))
+    run = run_main("sync", "--log-format", "json", env=_env(sb))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout == ""  # the summary is an event too: a cron log holds only JSON
     events = [json.loads(line) for line in run.stderr.splitlines()]  # every line parses
@@ -218,7 +219,7 @@ def test_log_format_json_is_json_on_every_line(sandbox_factory: Any, clean_env: 
         {"ts", "run_id", "event"} <= set(e) for e in lines
     )
 
-    missing = run_cli(
+    missing = run_main(
         "sync", "--log-format", "json", env={**_env(sb), "SOURCES__CIKLEK__API_KEY": ""}
     )
     assert missing.returncode == 2
@@ -229,31 +230,68 @@ def test_log_format_json_is_json_on_every_line(sandbox_factory: Any, clean_env: 
 def test_a_spent_quota_is_said_once_with_its_reset(sandbox_factory: Any, clean_env: Path) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL, "--daily-quota", 2)
     env = _env(sb)
-    run = run_cli("sync", env=env)
+    run = run_main("sync", env=env)
     assert run.returncode == 75, run.stdout + run.stderr
     _assert_each_once(run.stdout)
-    assert run.stdout.count("resume after") == 1, run.stdout
+    # Said once: one message line tells the stop and its reset, and no other line a reset.
+    (stop,) = [m for m in _messages(run.stdout) if "resume after" in m]
+    assert re.fullmatch(
+        r"stopped early: daily quota exhausted on /orders; resume after "
+        r"\d{4}-\d\d-\d\dT00:00:00Z",
+        stop,
+    ), run.stdout
     assert "server's daily quota for this key is spent, it resets" in run.stdout
     assert "left of the daily budget" not in run.stdout
-    status = run_cli("status", env=env)
+    status = run_main("status", env=env)
     assert re.search(
         r"server's daily quota for this key: spent, resets \d{4}-\d\d-\d\dT00:00:00Z", status.stdout
     ), status.stdout
-    assert status.stdout.count("daily quota exhausted") == 1, status.stdout
+    # Once: the last run's reasons name the stop once, and no other line of status does.
+    last, reasons = _last_run(status.stdout, "stopped_try_later (exit 75)")
+    assert [r for r in reasons if "daily quota exhausted" in r] == [
+        "stopped early: daily quota exhausted on /orders"
+    ], last
+    assert [ln for ln in _status_lines(status.stdout) if "daily quota exhausted" in ln] == [last]
 
 
 def test_a_refused_key_is_said_once_in_status(sandbox_factory: Any, clean_env: Path) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL)
     env = _env(sb, SOURCES__CIKLEK__API_KEY="bsk_test_wrong")
-    assert run_cli("sync", env=env).returncode == 3
-    status = run_cli("status", env=env)
-    assert status.stdout.count("401") == 1, status.stdout
+    assert run_main("sync", env=env).returncode == 3
+    status = run_main("status", env=env)
+    # Said once: the last run's reasons are the one refusal, and no other line of status
+    # mentions it. (Not a count of "401" in the text: the line's timestamp may hold one.)
+    last, reasons = _last_run(status.stdout, "credentials_refused (exit 3)")
+    assert len(reasons) == 1 and reasons[0].startswith("the API key was refused (401 "), last
+    assert "SOURCES__CIKLEK__API_KEY" in reasons[0]
+    assert [ln for ln in _status_lines(status.stdout) if "refused" in ln] == [last]
+
+
+def _status_lines(status: str) -> list[str]:
+    """`status`'s lines but the DuckDB file's path (a test's directory is named after it)."""
+    return [ln for ln in status.splitlines() if not ln.startswith("DuckDB file: ")]
+
+
+LAST_RUN = re.compile(
+    r"last run: (?P<outcome>\S+ \(exit \d+\)), kind \w+, ended (?P<ended>\S+), "
+    r"[\d,]+ rows, [\d,]+ requests; (?P<reasons>.*)"
+)
+
+
+def _last_run(status: str, outcome: str) -> tuple[str, list[str]]:
+    """`status`'s one `last run:` line, checked field by field, and its reasons (`; `-split)."""
+    (line,) = [ln for ln in status.splitlines() if ln.startswith("last run: ")]
+    match = LAST_RUN.fullmatch(line)
+    assert match, line
+    assert match["outcome"] == outcome, line
+    assert TS.match(match["ended"]), line
+    return line, match["reasons"].split("; ")
 
 
 def test_plan_shows_todays_budget_left_and_its_share(sandbox_factory: Any, clean_env: Path) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL)
     env = _env(sb, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="100")
-    run = run_cli("plan", env=env)
+    run = run_main("plan", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     # 3 requests of plan itself spent: 97 left; the next sync = a backfill = 5 + 2 + 1 pages.
     assert (
@@ -275,7 +313,7 @@ def test_config_shows_each_source_and_never_the_key(clean_env: Path) -> None:
         "SOURCES__CIKLEK__BASE_URL": "https://example.test/v1",
         "ACME__SOURCES__CIKLEK__API_KEY": scoped_key,
     }
-    run = run_cli("config", env=env, cwd=clean_env)
+    run = run_main("config", env=env, cwd=clean_env)
     assert run.returncode == 0, run.stderr
     rows = {ln.split()[0]: ln for ln in run.stdout.splitlines()}
     assert rows["api_key"].endswith("<- .dlt/secrets.toml [sources.ciklek.api_key]") or (
@@ -285,7 +323,7 @@ def test_config_shows_each_source_and_never_the_key(clean_env: Path) -> None:
     assert "https://example.test/v1  <- environment [SOURCES__CIKLEK__BASE_URL]" in rows["base_url"]
     assert "120  <- default" in rows["requests_per_minute"]
     assert "47500  <- default" in rows["daily_request_budget"]
-    scoped = run_cli("config", "--pipeline", "acme", env=env, cwd=clean_env)
+    scoped = run_main("config", "--pipeline", "acme", env=env, cwd=clean_env)
     assert "environment (pipeline-scoped: acme) [ACME__SOURCES__CIKLEK__API_KEY]" in scoped.stdout
     for text in (run.stdout + run.stderr, scoped.stdout + scoped.stderr):
         assert key not in text and scoped_key not in text
@@ -293,7 +331,7 @@ def test_config_shows_each_source_and_never_the_key(clean_env: Path) -> None:
 
 
 def test_the_demo_has_realistic_amounts_and_says_what_it_shows(clean_env: Path) -> None:
-    run = run_cli("demo", "--orders", "150", "--file", "demo.duckdb", cwd=clean_env)
+    run = run_cli("demo", "--orders", "150", "--file", "demo.duckdb", cwd=clean_env)  # a journey
     assert run.returncode == 0, run.stdout + run.stderr
     assert "what this demonstrated:" in run.stdout and "--extreme-values" in run.stdout
     low, high = query(

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 
@@ -16,7 +17,7 @@ def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
 ) -> None:
     sb: SandboxProcess = sandbox_factory("--orders", 1200, "--customers", 150, "--products", 60)
     env = sync_env(sb)
-    first = run_cli("sync", env=env)
+    first = run_cli("sync", env=env)  # the console script: one whole journey
     assert first.returncode == 0, first.stderr
     db = clean_env / DEFAULT_DB
     counts = sb.stats()["counts"]
@@ -83,9 +84,9 @@ def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
 
 def test_status_reads_state_without_network(sandbox, clean_env: Path) -> None:
     env = sync_env(sandbox)
-    assert run_cli("sync", "--resources", "products", env=env).returncode == 0
+    assert run_main("sync", "--resources", "products", env=env).returncode == 0
     sandbox.stop()  # status must not need the API
-    result = run_cli("status", "--json", env=env)
+    result = run_main("status", "--json", env=env)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["resources"]["products"]["watermark"] is not None

@@ -18,7 +18,8 @@ import pytest
 
 from connector.catalogue import CATALOGUE
 from connector.records.undocumented import EXTRA_COLUMN, MAX_EXTRA_COLUMNS, MAX_NESTING
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 ORDERS = 120
@@ -136,14 +137,14 @@ def test_poison_records_are_rejects_not_outages_in_duckdb(
 ) -> None:
     sb = sandbox_factory(*SMALL)
     cases = poison(sb)
-    done = run_cli("sync", env=env_for(sb))
+    done = run_main("sync", env=env_for(sb))
     assert done.returncode == 0, done.stderr + done.stdout
     db = clean_env / DEFAULT_DB
     assert_poison_handled(lambda sql: query(db, sql), "ciklek", cases)
 
     # The poison changes again: --strict makes the rejects exit 4, and the rest still loads.
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
-    strict = run_cli("sync", "--strict", env=env_for(sb))
+    strict = run_main("sync", "--strict", env=env_for(sb))
     assert strict.returncode == 4, strict.stderr + strict.stdout
     assert query(db, "select count(*) from ciklek.orders")[0][0] == ORDERS - REJECTED
 
@@ -172,12 +173,12 @@ def test_poison_records_are_rejects_not_outages_in_postgres(
     cases = poison(sb)
     env = env_for(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)
     args = ("sync", "--destination", "postgres", "--dataset", schema)
-    done = run_cli(*args, env=env)
+    done = run_main(*args, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
     assert_poison_handled(_pg(dsn), schema, cases)
 
     _patch(sb, cases["deep"], '{"deep": ' + DEEP + "}")
-    strict = run_cli(*args, "--strict", env=env)
+    strict = run_main(*args, "--strict", env=env)
     assert strict.returncode == 4, strict.stderr + strict.stdout
 
 
@@ -201,12 +202,12 @@ def test_the_column_cap_holds_across_runs(sandbox_factory, clean_env: Path) -> N
         return extra
 
     _patch(sb, ids[0], json.dumps({f"a{n}": n for n in range(150)}))
-    first = run_cli("sync", "--resources", "orders", env=env)
+    first = run_main("sync", "--resources", "orders", env=env)
     assert first.returncode == 0, first.stderr
     after_first = extra_columns()
     assert len({n for n in after_first if n.startswith("a")}) == 150  # beside the API's own
     _patch(sb, ids[1], json.dumps({f"b{n}": n for n in range(150)}))
-    second = run_cli("sync", "--resources", "orders", env=env)
+    second = run_main("sync", "--resources", "orders", env=env)
     assert second.returncode == 0, second.stderr
     assert len(extra_columns()) == MAX_EXTRA_COLUMNS
     folded = query(

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli, sync_env
+from tests.helpers import sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 pytestmark = pytest.mark.postgres
@@ -56,7 +57,7 @@ def test_postgres_sync_types_counts_and_incremental_merge(
     env = sync_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn, SOURCES__CIKLEK__PAGE_SIZE="50")
     args = ("sync", "--destination", "postgres", "--dataset", schema)
 
-    first = run_cli(*args, env=env)
+    first = run_main(*args, env=env)
     assert first.returncode == 0, first.stderr + first.stdout
     first_requests = sb.stats()["requests"]
     expected_items = _api_line_items(sb)
@@ -120,7 +121,7 @@ def test_postgres_sync_types_counts_and_incremental_merge(
     assert patched.status_code == 200
     sb.control_post("reset_stats")
 
-    second = run_cli(*args, env=env)
+    second = run_main(*args, env=env)
     assert second.returncode == 0, second.stderr + second.stdout
     # Incremental: only the changed orders travel (one page each resource), not a reload.
     assert sb.stats()["requests"] == 3

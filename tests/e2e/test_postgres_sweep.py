@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_postgres import pg
-from tests.helpers import run_cli, sync_env
+from tests.helpers import sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import api_records
 
@@ -24,13 +25,13 @@ def test_postgres_sweep_marks_deleted_rows_and_their_line_items(
     sb: SandboxProcess = sandbox_factory("--orders", 80, "--customers", 40, "--products", 10)
     env = sync_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn, SOURCES__CIKLEK__PAGE_SIZE="20")
     where = ("--destination", "postgres", "--dataset", schema, "--resources", "orders,customers")
-    assert run_cli("sync", *where, env=env).returncode == 0
+    assert run_main("sync", *where, env=env).returncode == 0
     orders, customers = sorted(api_records(sb)), sorted(api_records(sb, "customers"))
     for resource, ids in (("orders", orders[:5]), ("customers", customers[:3])):
         for rid in ids:
             sb.control_request("DELETE", f"records/{resource}/{rid}")
 
-    result = run_cli("sweep", *where, env=env)
+    result = run_main("sweep", *where, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
     def dead(table: str, key: str = "id") -> set[str]:
@@ -57,5 +58,5 @@ def test_postgres_sweep_marks_deleted_rows_and_their_line_items(
     assert (kind, marked) == ("sweep", 8)
 
     sb.control_post(f"records/customers/{customers[0]}/recreate", json={})
-    assert run_cli("sync", *where, env=env).returncode == 0
+    assert run_main("sync", *where, env=env).returncode == 0
     assert dead("customers") == set(customers[1:3])  # live again

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEFAULT_DB, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 
@@ -22,16 +23,24 @@ def everything_under(root: Path) -> set[Path]:
     return set(root.rglob("*"))
 
 
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[SandboxProcess]:
+    """Read-only here (syncs and request counts): one sandbox for the module."""
+    with SandboxProcess("--orders", "60", "--customers", "10", "--products", "5") as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def sb(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
-    return sandbox_factory("--orders", 60, "--customers", 10, "--products", 5)
+def sb(shared_sandbox: SandboxProcess) -> SandboxProcess:
+    shared_sandbox.control_post("reset_stats")
+    return shared_sandbox
 
 
 def test_state_dir_and_our_files_are_owner_only_after_a_sync(
     sb: SandboxProcess, clean_env: Path
 ) -> None:
     home = Path(os.environ["CIKLEK_HOME"])
-    done = run_cli("sync", env=sync_env(sb))
+    done = run_main("sync", env=sync_env(sb))
     assert done.returncode == 0, done.stderr
     run_dir = home / "runs" / "ciklek"
     for directory in (home, home / "runs", run_dir):
@@ -54,7 +63,7 @@ def test_an_older_readable_state_dir_is_tightened(sb: SandboxProcess) -> None:
     os.chmod(home, 0o755)
     (home / "ledger.json").write_text("{}")
     os.chmod(home / "ledger.json", 0o644)
-    done = run_cli("sync", "--resources", "customers", env=sync_env(sb))
+    done = run_main("sync", "--resources", "customers", env=sync_env(sb))
     assert done.returncode == 0, done.stderr
     assert mode(home) == 0o700
     assert mode(home / "ledger.json") == 0o600
@@ -67,7 +76,7 @@ def test_state_dir_writable_by_others_is_refused_before_any_request(
     home = Path(os.environ["CIKLEK_HOME"])
     home.mkdir()
     os.chmod(home, 0o777)
-    done = run_cli(command, env=sync_env(sb))
+    done = run_main(command, env=sync_env(sb))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"chmod 700 {home}" in lines[0], done.stderr
@@ -80,7 +89,7 @@ def test_state_dir_owned_by_someone_else_is_refused(sb: SandboxProcess) -> None:
     home = Path(os.environ["CIKLEK_HOME"])
     home.mkdir(mode=0o700)
     os.chown(home, 65534, 65534)
-    done = run_cli("sync", env=sync_env(sb))
+    done = run_main("sync", env=sync_env(sb))
     assert done.returncode == 2, done.stderr
     assert "belongs to uid 65534" in done.stderr and "chown" in done.stderr
     assert sb.stats()["requests"] == 0
@@ -97,7 +106,7 @@ def test_a_pipeline_name_that_is_a_path_creates_nothing(
         # nothing listens here: the name must be refused before any request is even tried
         "SOURCES__CIKLEK__BASE_URL": "http://127.0.0.1:9/v1",
     }
-    done = run_cli(command, "--pipeline", "../x", env=env)
+    done = run_main(command, "--pipeline", "../x", env=env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pipeline name '../x' is not allowed" in lines[0], done.stderr

@@ -10,7 +10,8 @@ from pathlib import Path
 from connector.api.ledger import QuotaLedger, RequestLog
 from connector.runs.progress import ProgressReporter
 from connector.traversal.run_report import ResourceOutcome
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 PAGE = 20
@@ -54,7 +55,7 @@ def test_non_tty_progress_lines_and_summary_match_the_sandbox(
         # One resource after the other: the last line printed is then the last request sent.
         SOURCES__CIKLEK__MAX_CONCURRENCY="1",
     )
-    result = run_cli("sync", env=env)  # captured: stderr is not a TTY
+    result = run_main("sync", env=env)  # captured: stderr is not a TTY
     assert result.returncode == 0, result.stderr + result.stdout
     stats = sb.stats()
     sent = stats["requests"]

@@ -29,6 +29,7 @@ from tests.syncutil import (
     order_rows,
     requests_sent,
     run_sync_cli,
+    run_sync_main,
     splits_in,
     start_sync,
     wait_for,
@@ -59,7 +60,7 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
     killed_requests = requests_sent(sb)
     assert killed_requests < ORDER_PAGES, "the sync finished before it could be killed"
 
-    rerun = run_sync_cli(env, *ORDERS, cwd=clean_env)  # the dead run's lock does not block
+    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)  # the dead run's lock does not block
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     rerun_requests = requests_sent(sb) - killed_requests
     # It resumed from the last committed chunk, not from page 1 (a full sync is 20 pages).
@@ -68,7 +69,7 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
 
     clean_cwd = tmp_path / "clean"
     clean_cwd.mkdir()
-    clean = run_sync_cli(
+    clean = run_sync_main(
         dict(env, CIKLEK_HOME=str(tmp_path / "clean-home")), *ORDERS, cwd=clean_cwd
     )
     assert clean.returncode == 0, clean.stderr
@@ -98,7 +99,7 @@ def test_tiny_daily_quota_completes_a_backfill_over_several_days(
     rows: list[int] = []
     stops = 0
     for day in range(5):
-        result = run_sync_cli(env, *ORDERS, cwd=clean_env)
+        result = run_sync_main(env, *ORDERS, cwd=clean_env)
         codes.append(result.returncode)
         rows.append(count_orders(db))
         if result.returncode == 0:
@@ -109,7 +110,7 @@ def test_tiny_daily_quota_completes_a_backfill_over_several_days(
         if day == 0:
             # Same day again: it still tries (one refused request), keeps everything, exits 75.
             before = requests_sent(sb)
-            again = run_sync_cli(env, *ORDERS, cwd=clean_env)
+            again = run_sync_main(env, *ORDERS, cwd=clean_env)
             assert again.returncode == 75
             assert requests_sent(sb) - before == 1
             assert count_orders(db) == rows[-1]
@@ -145,7 +146,7 @@ def test_sigterm_mid_sync_commits_what_was_fetched_and_exits_75(
     splits = splits_in(log.read_text())
     assert (fetched - splits) * PAGE <= count_orders(db) <= fetched * PAGE
 
-    rerun = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     splits += splits_in(rerun.stderr)
     assert ORDER_PAGES <= requests_sent(sb) <= ORDER_PAGES + splits + 1
@@ -161,7 +162,7 @@ def test_a_second_sync_while_one_runs_exits_75_and_changes_nothing(
     log = tmp_path / "first.log"
     proc = start_sync(env, *ORDERS, cwd=clean_env, log=log)
     wait_for(lambda: requests_sent(sb) >= 2, what="the first sync to start")
-    second = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    second = run_sync_cli(env, *ORDERS, cwd=clean_env)  # a process: the lock is the point
     assert second.returncode == 75
     assert "another sync of pipeline 'ciklek' is running" in second.stderr
     assert proc.wait(timeout=60) == 0, log.read_text()
@@ -186,13 +187,13 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
     old = order_rows(db)
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")  # only a reload can drop it
 
     first = requests_sent(sb)
-    stopped = run_sync_cli(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
+    stopped = run_sync_main(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     splits = splits_in(stopped.stderr)
     assert order_rows(db) == old  # the live table: untouched
@@ -201,7 +202,7 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     assert (5 - splits) * PAGE <= built <= 5 * PAGE
 
     before = requests_sent(sb)
-    again = run_sync_cli(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
+    again = run_sync_main(env, *ORDERS, "--full-refresh", "--max-requests", "5", cwd=clean_env)
     assert again.returncode == 75
     splits += splits_in(again.stderr)
     [(grown,)] = query(db, f"select count(*) from {shadow}")
@@ -209,7 +210,7 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     assert requests_sent(sb) - before == 5
     assert order_rows(db) == old
 
-    rest = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    rest = run_sync_main(env, *ORDERS, cwd=clean_env)
     assert rest.returncode == 0, rest.stdout + rest.stderr
     assert "reload swapped in: orders, order_line_items" in rest.stdout
     splits += splits_in(rest.stderr)
@@ -231,13 +232,13 @@ def test_full_refresh_drop_first_empties_once_and_is_continued(
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")
 
     first = requests_sent(sb)
     refresh = ("--full-refresh", "--drop-first", "--max-requests", "5")
-    stopped = run_sync_cli(env, *ORDERS, *refresh, cwd=clean_env)
+    stopped = run_sync_main(env, *ORDERS, *refresh, cwd=clean_env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     assert "full refresh dropped and reloaded: orders, order_line_items" in stopped.stdout
     splits = splits_in(stopped.stderr)
@@ -245,13 +246,13 @@ def test_full_refresh_drop_first_empties_once_and_is_continued(
     assert (5 - splits) * PAGE <= count_orders(db) <= 5 * PAGE
 
     before, loaded = requests_sent(sb), count_orders(db)
-    again = run_sync_cli(env, *ORDERS, *refresh, cwd=clean_env)
+    again = run_sync_main(env, *ORDERS, *refresh, cwd=clean_env)
     assert again.returncode == 75
     splits += splits_in(again.stderr)
     assert loaded < count_orders(db) <= 10 * PAGE  # the same command continues the reload
     assert requests_sent(sb) - before == 5
 
-    rest = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    rest = run_sync_main(env, *ORDERS, cwd=clean_env)
     assert rest.returncode == 0, rest.stdout + rest.stderr
     splits += splits_in(rest.stderr)
     assert requests_sent(sb) - first <= ORDER_PAGES + splits + 1
@@ -265,7 +266,7 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    capped = run_sync_cli(env, *ORDERS, "--max-requests", "4", cwd=clean_env)
+    capped = run_sync_main(env, *ORDERS, "--max-requests", "4", cwd=clean_env)
     assert capped.returncode == 75
     assert "--max-requests 4 reached" in capped.stdout
     assert "resume after" not in capped.stdout  # a per-run cap: the next run may go at once
@@ -274,14 +275,14 @@ def test_max_requests_and_daily_budget_stop_before_exceeding(
 
     # The ledger remembers today's 4 requests across runs: a budget of 7 leaves 3.
     budget = dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="7")
-    spent = run_sync_cli(budget, *ORDERS, cwd=clean_env)
+    spent = run_sync_main(budget, *ORDERS, cwd=clean_env)
     assert spent.returncode == 75
     assert "daily request budget 7 reached" in spent.stdout
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert f"resume after {tomorrow.isoformat()}T00:00:00Z" in spent.stdout
     assert requests_sent(sb) == 7
     assert count_orders(db) == 7 * PAGE
-    nothing = run_sync_cli(budget, *ORDERS, cwd=clean_env)
+    nothing = run_sync_main(budget, *ORDERS, cwd=clean_env)
     assert nothing.returncode == 75
     assert requests_sent(sb) == 7
 
@@ -292,7 +293,7 @@ def test_drop_first_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rer
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS, "--latency-ms", 30)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")
     before = requests_sent(sb)
@@ -307,6 +308,6 @@ def test_drop_first_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rer
     proc.wait(timeout=10)
     assert requests_sent(sb) - before < ORDER_PAGES
 
-    rerun = run_sync_cli(env, *ORDERS, cwd=clean_env)  # no flag: it must not stop half-reloaded
+    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)  # no flag: it must not stop half-reloaded
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert_orders_match_api(db, sb)

@@ -23,6 +23,7 @@ from tests.syncutil import (
     read_status,
     requests_sent,
     run_sync_cli,
+    run_sync_main,
     start_sync,
     wait_for,
 )
@@ -89,7 +90,7 @@ def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loa
     # orders alone: no other resource holds a worker, so the first split follows page 1.
     window = ("--since", _stamp(since), "--until", _stamp(until), "--resources", "orders")
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4", SOURCES__CIKLEK__PAGE_SIZE=str(PAGE))
-    result = run_sync_cli(env, *window, cwd=clean_env)
+    result = run_sync_main(env, *window, cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     cuts = SPLIT.findall(result.stderr)
     assert cuts and _instant(cuts[0]) == cut, (cuts, cut)  # the first split cut at the block
@@ -97,7 +98,7 @@ def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loa
 
     seq_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY="1", CIKLEK_HOME=str(tmp_path / "h"))
     (tmp_path / "seq").mkdir()
-    seq = run_sync_cli(seq_env, *window, cwd=tmp_path / "seq")
+    seq = run_sync_main(seq_env, *window, cwd=tmp_path / "seq")
     assert seq.returncode == 0, seq.stdout + seq.stderr
     expected = dump(tmp_path / "seq" / DEFAULT_DB, ORDER_TABLES)
     parallel = dump(clean_env / DEFAULT_DB, ORDER_TABLES)
@@ -158,19 +159,19 @@ def test_a_quota_stop_in_ranges_spends_nothing_beyond_the_budget_and_resumes_eve
         SOURCES__CIKLEK__CHECKPOINT_PAGES="100",  # one chunk: every worker races for the budget
     )
     only_orders = ("--resources", "orders")
-    spent = run_sync_cli(env, *only_orders, cwd=clean_env)
+    spent = run_sync_main(env, *only_orders, cwd=clean_env)
     assert spent.returncode == 75, spent.stdout + spent.stderr
     assert SPLIT.search(spent.stderr), "orders should have been split into ranges"
     assert requests_sent(sb) == budget  # not one request past the budget, four workers or not
     status = query(clean_env / DEFAULT_DB, "select count(*) from ciklek.orders")[0][0]
     assert 0 < status <= budget * PAGE
 
-    again = run_sync_cli(env, *only_orders, cwd=clean_env)
+    again = run_sync_main(env, *only_orders, cwd=clean_env)
     assert again.returncode == 75 and requests_sent(sb) == budget  # nothing left today
 
     sb.control_post("new_day")
     unlimited = dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="10000")
-    done = run_sync_cli(unlimited, *only_orders, cwd=clean_env)
+    done = run_sync_main(unlimited, *only_orders, cwd=clean_env)
     assert done.returncode == 0, done.stdout + done.stderr
     sent = requests_sent(sb)
     truth = api_records(sb)
@@ -206,7 +207,7 @@ def test_sigkill_while_in_ranges_then_rerun_loses_duplicates_and_re_spends_nothi
     assert proc.wait(timeout=10) == -signal.SIGKILL
     killed = requests_sent(sb)
 
-    rerun = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
+    rerun = run_sync_main(env, "--resources", "orders", cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     resumed = requests_sent(sb) - killed
     splits = len(SPLIT.findall(log.read_text())) + len(SPLIT.findall(rerun.stderr))
@@ -214,7 +215,7 @@ def test_sigkill_while_in_ranges_then_rerun_loses_duplicates_and_re_spends_nothi
     seq_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY="1", CIKLEK_HOME=str(tmp_path / "h"))
     (tmp_path / "seq").mkdir()
     before = requests_sent(sb)
-    seq = run_sync_cli(seq_env, "--resources", "orders", cwd=tmp_path / "seq")
+    seq = run_sync_main(seq_env, "--resources", "orders", cwd=tmp_path / "seq")
     assert seq.returncode == 0, seq.stdout + seq.stderr
     clean = requests_sent(sb) - before
     assert killed < clean, "the sync finished before it could be killed"
@@ -231,13 +232,13 @@ def test_after_a_spent_server_quota_one_request_tells_whether_it_is_back(
 ) -> None:
     sb = _sandbox(sandbox_factory, "--latency-ms", 40, "--daily-quota", 9)
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
-    first = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
+    first = run_sync_main(env, "--resources", "orders", cwd=clean_env)
     assert first.returncode == 75, first.stdout + first.stderr
     # When the quota resets: "resume after <instant>", or in the stop's own words when the worker
     # that recorded the stop first was refused by the limiter ("... before <instant>").
     assert re.search(r"(resume after|before) \d{4}-\d\d-\d\dT00:00:00Z", first.stdout), first.stdout
     before = requests_sent(sb)
-    again = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
+    again = run_sync_main(env, "--resources", "orders", cwd=clean_env)
     assert again.returncode == 75, again.stdout + again.stderr
     # Four workers, ranges waiting in state: still one request (refused) before they stop.
     assert requests_sent(sb) - before == 1
@@ -249,13 +250,13 @@ def test_stored_cursors_of_every_range_rejected_restart_each_range(
     sb = _sandbox(sandbox_factory, "--latency-ms", 80)
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
     only_orders = ("--resources", "orders")
-    stopped = run_sync_cli(env, *only_orders, "--max-requests", "10", cwd=clean_env)
+    stopped = run_sync_main(env, *only_orders, "--max-requests", "10", cwd=clean_env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     status = read_status(Path(env["CIKLEK_HOME"])) or {}
     assert len(status["resources"]["orders"]["traversal"]["ranges"]) >= 2
     sb.control_post("rotate_cursor_secret")  # every stored cursor is answered 400 from now on
 
-    done = run_sync_cli(env, *only_orders, cwd=clean_env)
+    done = run_sync_main(env, *only_orders, cwd=clean_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "stored cursor rejected (bad_request); restarted from updated_since" in done.stdout
     truth = api_records(sb)
@@ -272,6 +273,8 @@ def test_fast_pages_never_split_so_a_backfill_costs_its_pages_only(
     # cost a request (bench sections 1-4 stay at the minimum for this reason).
     sb = _sandbox(sandbox_factory)
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
+    # A process of its own: "fast" is a page under 50 ms, timed in the process that sends it;
+    # run inside a test worker on a loaded machine, a page measured slower and the run split.
     result = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not SPLIT.search(result.stderr)

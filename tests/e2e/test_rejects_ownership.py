@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 
 
 def test_full_refresh_of_orders_keeps_other_resources_rejects(
@@ -23,8 +24,8 @@ def test_full_refresh_of_orders_keeps_other_resources_rejects(
     env = sync_env(sb)
     # Orders quarantine first, so a rejects table owned by whoever wrote it first would be
     # owned by orders, and dropped with orders' tables.
-    assert run_cli("sync", "--resources", "orders", env=env).returncode == 0
-    first = run_cli("sync", env=env)
+    assert run_main("sync", "--resources", "orders", env=env).returncode == 0
+    first = run_main("sync", env=env)
     assert first.returncode == 0, first.stderr
     db = clean_env / DEFAULT_DB
     sql = "select resource, count(*) from ciklek._ciklek_rejects group by 1"
@@ -32,7 +33,7 @@ def test_full_refresh_of_orders_keeps_other_resources_rejects(
     assert before["orders"] == bad["orders"]
     assert before["customers"] == bad["customers"]
 
-    refresh = run_cli("sync", "--resources", "orders", "--full-refresh", env=env)
+    refresh = run_main("sync", "--resources", "orders", "--full-refresh", env=env)
     assert refresh.returncode == 0, refresh.stderr
     after = dict(query(db, sql))
     # The other resources' rejects survive; the reload logs orders' bad records once more.

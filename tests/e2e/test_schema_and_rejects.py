@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from connector.catalogue import CATALOGUE
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 SMALL = ("--orders", 300, "--customers", 60, "--products", 30, "--window-limit", 1_000_000)
@@ -48,7 +49,7 @@ def test_every_documented_and_undocumented_column_has_its_declared_type(
     sandbox_factory, clean_env: Path
 ) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL)
-    done = run_cli("sync", env=fast(sb))
+    done = run_main("sync", env=fast(sb))
     assert done.returncode == 0, done.stderr
     types = column_types(clean_env / DEFAULT_DB)
 
@@ -95,7 +96,7 @@ def test_bad_records_are_quarantined_and_the_rest_loads(sandbox_factory, clean_e
     bad = sb.stats()["bad_records"]
     assert {b["kind"] for b in bad} >= {"money_string", "missing_id"}
     started = dt.datetime.now(dt.UTC)
-    done = run_cli("sync", env=fast(sb))
+    done = run_main("sync", env=fast(sb))
     assert done.returncode == 0, done.stderr
     db = clean_env / DEFAULT_DB
 
@@ -145,7 +146,7 @@ def test_bad_records_are_quarantined_and_the_rest_loads(sandbox_factory, clean_e
 
     # Nothing changed: the next run re-reads only the last page and quarantines nothing again
     # (records without an id included), so even --strict passes.
-    again = run_cli("sync", "--strict", env=fast(sb))
+    again = run_main("sync", "--strict", env=fast(sb))
     assert again.returncode == 0, again.stdout + again.stderr
     assert query(db, "select count(*) from ciklek._ciklek_rejects") == [(len(bad),)]
 
@@ -153,7 +154,7 @@ def test_bad_records_are_quarantined_and_the_rest_loads(sandbox_factory, clean_e
     other = clean_env / "strict"
     other.mkdir()
     env = fast(sb, CIKLEK_HOME=str(other / "home"))
-    strict = run_cli("sync", "--strict", env=env, cwd=other)
+    strict = run_main("sync", "--strict", env=env, cwd=other)
     assert strict.returncode == 4, strict.stderr
     assert query(other / DEFAULT_DB, "select count(*) from ciklek.orders") == query(
         db, "select count(*) from ciklek.orders"
@@ -166,7 +167,7 @@ def test_bad_records_are_quarantined_and_the_rest_loads(sandbox_factory, clean_e
 def test_excluded_field_never_reaches_the_warehouse(sandbox_factory, clean_env: Path) -> None:
     sb: SandboxProcess = sandbox_factory(*SMALL, "--bad-records", 0.1)
     env = fast(sb, SOURCES__CIKLEK__EXCLUDE_FIELDS="customers.email")
-    done = run_cli("sync", "--resources", "customers", env=env)
+    done = run_main("sync", "--resources", "customers", env=env)
     assert done.returncode == 0, done.stderr
     db = clean_env / DEFAULT_DB
     for schema in ("ciklek", "ciklek_staging"):
@@ -193,7 +194,7 @@ def test_money_field_added_later_is_refused_then_migrated_by_full_refresh(
         assert response.status_code == 200
     env = fast(sb)
     db = clean_env / DEFAULT_DB
-    first = run_cli("sync", "--resources", "orders", env=env)
+    first = run_main("sync", "--resources", "orders", env=env)
     assert first.returncode == 0, first.stderr
     # Undocumented, so it lands as text (an unknown field can never break a sync).
     assert column_types(db)[("orders", "shipping_fee")] == "VARCHAR"
@@ -204,7 +205,7 @@ def test_money_field_added_later_is_refused_then_migrated_by_full_refresh(
     # Declaring it money now must not leave it silently as text: refused, before any request.
     money = {**env, "SOURCES__CIKLEK__MONEY_FIELDS": "orders.shipping_fee"}
     before = sb.stats()["requests"]
-    refused = run_cli("sync", "--resources", "orders", env=money)
+    refused = run_main("sync", "--resources", "orders", env=money)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     message = refused.stderr + refused.stdout
     assert "orders.shipping_fee" in message
@@ -214,11 +215,11 @@ def test_money_field_added_later_is_refused_then_migrated_by_full_refresh(
 
     # An integer column re-declared as money is refused the same way.
     items = {**env, "SOURCES__CIKLEK__MONEY_FIELDS": "order_line_items.quantity"}
-    refused_items = run_cli("sync", "--resources", "orders", env=items)
+    refused_items = run_main("sync", "--resources", "orders", env=items)
     assert refused_items.returncode == 2
     assert "order_line_items.quantity" in refused_items.stderr + refused_items.stdout
 
-    migrated = run_cli("sync", "--resources", "orders", "--full-refresh", env=money)
+    migrated = run_main("sync", "--resources", "orders", "--full-refresh", env=money)
     assert migrated.returncode == 0, migrated.stderr
     types = column_types(db)
     assert types[("orders", "shipping_fee")] == "DECIMAL(38,2)"
@@ -231,5 +232,5 @@ def test_money_field_added_later_is_refused_then_migrated_by_full_refresh(
         (served_items,)
     ]
     # And the next plain sync with the setting is accepted.
-    again = run_cli("sync", "--resources", "orders", env=money)
+    again = run_main("sync", "--resources", "orders", env=money)
     assert again.returncode == 0, again.stderr

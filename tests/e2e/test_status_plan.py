@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.helpers import run_cli
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
     CHUNK_PAGES,
@@ -16,7 +16,7 @@ from tests.syncutil import (
     env_home,
     fast_env,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     splits_in,
     start_sync,
     wait_for,
@@ -24,7 +24,7 @@ from tests.syncutil import (
 
 
 def status_json(env: dict[str, str]) -> dict:
-    result = run_cli("status", "--json", env=env)
+    result = run_main("status", "--json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -39,7 +39,7 @@ def test_status_during_a_sync_shows_the_traversal_in_progress(
     try:
         wait_for(lambda: committed_pages(env_home(env)) >= CHUNK_PAGES, what="a committed chunk")
         during = status_json(env)
-        text = run_cli("status", env=env)
+        text = run_main("status", env=env)
     finally:
         assert proc.wait(timeout=60) == 0, log.read_text()
     assert during["running"] is True
@@ -69,11 +69,11 @@ def test_status_text_after_a_stopped_and_a_completed_run(sandbox_factory, clean_
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000")
     assert (
-        run_sync_cli(env, "--resources", "orders", "--max-requests", "4", cwd=clean_env).returncode
+        run_sync_main(env, "--resources", "orders", "--max-requests", "4", cwd=clean_env).returncode
         == 75
     )
     sb.stop()  # status needs no network
-    stopped = run_cli("status", env=env)
+    stopped = run_main("status", env=env)
     assert stopped.returncode == 0, stopped.stderr
     out = stopped.stdout
     assert "full since the beginning, 4 pages of ~400 records" in out
@@ -91,7 +91,7 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
         SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="10",
         SOURCES__CIKLEK__REQUESTS_PER_MINUTE="120",
     )
-    before = run_cli("plan", env=env)
+    before = run_main("plan", env=env)
     assert before.returncode == 0, before.stderr
     assert requests_sent(sb) == 3  # one limit=1 request per resource
     lines = {line.split()[1]: line.split() for line in before.stdout.splitlines() if "│" in line}
@@ -105,18 +105,21 @@ def test_plan_counts_requests_time_and_days(sandbox_factory, clean_env: Path) ->
         "0m12s, 3 day(s) at a daily budget of 10"
     ) in before.stdout
 
-    synced = run_sync_cli(dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env)
+    roomy = dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000")
+    synced = run_sync_main(roomy, cwd=clean_env)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     sent = requests_sent(sb)
-    unchanged = run_sync_cli(dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env)
+    unchanged = run_sync_main(
+        dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"), cwd=clean_env
+    )
     assert unchanged.returncode == 0
     assert requests_sent(sb) - sent == 3  # nothing new: one request per resource
     sent = requests_sent(sb)
     # plan's own requests count against the daily budget like a sync's: 10 are spent now.
-    refused = run_cli("plan", env=env)
+    refused = run_main("plan", env=env)
     assert refused.returncode == 75 and "daily request budget 10 reached" in refused.stderr
     assert requests_sent(sb) == sent
-    after = run_cli("plan", env=dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"))
+    after = run_main("plan", env=dict(env, SOURCES__CIKLEK__DAILY_REQUEST_BUDGET="1000"))
     assert after.returncode == 0, after.stderr
     assert requests_sent(sb) - sent == 6  # total, then records since the watermark
     assert "next sync: 3 requests" in after.stdout

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import CIKLEK_BIN, DEFAULT_DB, query, run_cli
+from tests.helpers import CIKLEK_BIN, DEFAULT_DB, query
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
     CHUNK_PAGES,
@@ -42,7 +43,7 @@ def test_sigkill_mid_sweep_then_rerun_marks_the_same_rows(
     )  # fmt: skip
     env = fast_env(sb)
     home, db = env_home(env), clean_env / DEFAULT_DB
-    assert run_cli("sync", *ORDERS, env=env, cwd=clean_env).returncode == 0
+    assert run_main("sync", *ORDERS, env=env, cwd=clean_env).returncode == 0
     gone = sorted(api_records(sb))[50:55]
     for rid in gone:
         sb.control_request("DELETE", f"records/orders/{rid}")
@@ -64,12 +65,12 @@ def test_sigkill_mid_sweep_then_rerun_marks_the_same_rows(
         (0,)
     ]
 
-    status = run_cli("status", env=env, cwd=clean_env)
+    status = run_main("status", env=env, cwd=clean_env)
     assert status.returncode == 0
     assert "sweep orders: in progress since" in status.stdout
     assert f"{sweep_pages(home)} pages" in status.stdout  # what the committed chunks covered
 
-    rerun = run_cli("sweep", *ORDERS, env=env, cwd=clean_env)
+    rerun = run_main("sweep", *ORDERS, env=env, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     rerun_requests = requests_sent(sb) - before - killed
     # Resumed from the last committed chunk (plus what ranges cost, see `splits_in`, and a
@@ -85,10 +86,10 @@ def test_sigkill_mid_sweep_then_rerun_marks_the_same_rows(
     )
     assert {r[0] for r in items} == set(gone)
 
-    status = run_cli("status", env=env, cwd=clean_env)
+    status = run_main("status", env=env, cwd=clean_env)
     assert "last sweep orders: completed" in status.stdout
     assert "5 row(s) marked deleted" in status.stdout
     assert "sweep orders: in progress" not in status.stdout
-    plan = run_cli("plan", *ORDERS, env=env, cwd=clean_env)
+    plan = run_main("plan", *ORDERS, env=env, cwd=clean_env)
     assert plan.returncode == 0, plan.stderr
     assert f"sweep orders: {PAGES} requests, 1 day(s)" in plan.stdout

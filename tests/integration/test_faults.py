@@ -14,7 +14,8 @@ from typing import Any
 
 from connector.api.client import CiklekClient
 from connector.config.redaction import ApiKey
-from tests.helpers import query, run_cli, sync_env
+from tests.helpers import query, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 DATA_FLAGS = ("--seed", 7, "--orders", 240, "--customers", 40, "--products", 25)
@@ -46,7 +47,7 @@ def sync_into(sb: SandboxProcess, workdir: Path, **extra: str) -> tuple[Path, st
         SOURCES__CIKLEK__PAGE_SIZE="10",
         **extra,
     )
-    done = run_cli("sync", env=env, cwd=workdir, timeout=120)
+    done = run_main("sync", env=env, cwd=workdir)
     assert done.returncode == 0, done.stdout + done.stderr
     return workdir / "ciklek_warehouse.duckdb", done.stdout
 

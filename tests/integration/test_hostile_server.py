@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.helpers import DEFAULT_DB, run_cli
+from tests.helpers import DEFAULT_DB
 from tests.hostile_server import (
     Answer,
     HostileServer,
@@ -26,6 +26,7 @@ from tests.hostile_server import (
     json_answer,
     self_signed,
 )
+from tests.inproc import run_main
 
 SENTINEL = "bsk_live_SENTINEL_hostile_5a4b"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -55,7 +56,7 @@ def output(run: subprocess.CompletedProcess[str]) -> str:
 def test_a_catalogue_path_pointing_at_another_host_sends_it_nothing(form: str) -> None:
     with HostileServer() as api, HostileServer() as elsewhere:
         catalogue = json.dumps({"orders": {"path": form.format(port=elsewhere.port)}})
-        run = run_cli("check", env=env_for(api.base_url, SOURCES__CIKLEK__CATALOGUE=catalogue))
+        run = run_main("check", env=env_for(api.base_url, SOURCES__CIKLEK__CATALOGUE=catalogue))
     assert run.returncode == 2, output(run)
     assert "key valid" not in output(run)
     assert "catalogue.orders.path" in run.stderr and "not a relative path" in run.stderr
@@ -67,7 +68,7 @@ def test_a_catalogue_path_pointing_at_another_host_sends_it_nothing(form: str) -
 def test_a_proxy_listener_receives_nothing_from_a_plain_http_loopback_client() -> None:
     with HostileServer() as api, HostileServer() as proxy:
         proxies = {name: proxy.url for name in PROXY_VARS}
-        run = run_cli("check", env=env_for(api.base_url, **proxies))
+        run = run_main("check", env=env_for(api.base_url, **proxies))
     assert run.returncode == 0, output(run)
     assert "key valid" in run.stdout
     assert proxy.requests == []
@@ -86,7 +87,7 @@ def test_a_base_url_with_user_info_exits_2_and_never_prints_the_password(
     password = "pw-SENTINEL-c0ffee"
     with HostileServer() as api:
         url = f"http://user:{password}@127.0.0.1:{api.port}/v1"
-        run = run_cli(*debug, "check", env=env_for(url))
+        run = run_main(*debug, "check", env=env_for(url))
     assert run.returncode == 2, output(run)
     assert "user info" in run.stderr
     assert password not in output(run)
@@ -142,7 +143,7 @@ def test_a_page_with_more_records_than_limit_is_a_broken_contract_naming_the_lim
         return json_answer(page)
 
     with HostileServer(respond) as api:
-        run = run_cli("check", env=env_for(api.base_url))
+        run = run_main("check", env=env_for(api.base_url))
     assert run.returncode == 1, output(run)
     assert "20000 records on one page for limit=1" in run.stderr
     assert "key valid" not in run.stdout
@@ -157,7 +158,7 @@ def test_a_body_nested_too_deep_is_a_garbled_page_retried_then_exit_75() -> None
         return Answer(200, b"[" * 100_000, {"Content-Type": "application/json"})
 
     with HostileServer(respond) as api:
-        run = run_cli("check", env=env_for(api.base_url, SOURCES__CIKLEK__MAX_ATTEMPTS="2"))
+        run = run_main("check", env=env_for(api.base_url, SOURCES__CIKLEK__MAX_ATTEMPTS="2"))
     assert run.returncode == 75, output(run)
     assert "RecursionError" not in output(run)
     assert "not a Ciklek envelope" in run.stderr
@@ -171,7 +172,7 @@ def test_a_trickled_body_is_cut_at_the_request_deadline_then_exit_75() -> None:
         return Answer(200, body, {"Content-Type": "application/json"}, trickle=0.05)
 
     with HostileServer(respond) as api:
-        run = run_cli(
+        run = run_main(
             "check",
             env=env_for(
                 api.base_url,
@@ -193,7 +194,7 @@ def test_an_absurd_rate_limit_reset_is_never_exit_1_nor_minutes_of_waiting(reset
         return json_answer(error, 429, **headers, **{"X-RateLimit-Reset": reset})
 
     with HostileServer(respond) as api:
-        run = run_cli("check", env=env_for(api.base_url, SOURCES__CIKLEK__MAX_ATTEMPTS="2"))
+        run = run_main("check", env=env_for(api.base_url, SOURCES__CIKLEK__MAX_ATTEMPTS="2"))
     assert run.returncode == 75, output(run)
     assert "still rate limited" in run.stderr
     assert len(api.requests) == 2  # one short back-off, then give up: seconds, not minutes
@@ -207,8 +208,8 @@ def test_an_untrusted_certificate_exits_2_naming_ssl_cert_file_and_trusting_it_w
 ) -> None:
     cert = self_signed(tmp_path)
     with HostileServer(tls=cert.server_context()) as api:
-        refused = run_cli("check", env=env_for(api.base_url))
-        trusted = run_cli("check", env=env_for(api.base_url, SSL_CERT_FILE=str(cert.cert)))
+        refused = run_main("check", env=env_for(api.base_url))
+        trusted = run_main("check", env=env_for(api.base_url, SSL_CERT_FILE=str(cert.cert)))
         served = len(api.requests)
     assert refused.returncode == 2, output(refused)
     assert "certificate not trusted: check SSL_CERT_FILE / your proxy" in refused.stderr
@@ -239,10 +240,10 @@ def test_server_escape_sequences_are_escaped_in_output_status_and_run_rows(
 
     with HostileServer(respond) as api:
         env = env_for(api.base_url)
-        check = run_cli("check", env=env)
-        sync = run_cli("sync", env=env)
-        status = run_cli("status", env=env)
-        status_json = run_cli("status", "--json", env=env)
+        check = run_main("check", env=env)
+        sync = run_main("sync", env=env)
+        status = run_main("status", env=env)
+        status_json = run_main("status", "--json", env=env)
     assert check.returncode == 1, output(check)
     assert sync.returncode == 1, output(sync)
     for name, run in (("check", check), ("sync", sync), ("status", status)):

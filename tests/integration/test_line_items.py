@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 
 
 def _items(db: Path, order_id: str) -> list[str]:
@@ -20,7 +21,7 @@ def _items(db: Path, order_id: str) -> list[str]:
 
 def test_removed_items_disappear_including_an_orders_last_item(sandbox, clean_env: Path) -> None:
     env = sync_env(sandbox)
-    assert run_cli("sync", "--resources", "orders", env=env).returncode == 0
+    assert run_main("sync", "--resources", "orders", env=env).returncode == 0
     db = clean_env / DEFAULT_DB
     multi = query(
         db,
@@ -37,7 +38,7 @@ def test_removed_items_disappear_including_an_orders_last_item(sandbox, clean_en
     sandbox.control_request("PATCH", f"records/orders/{empty}", json={"line_items": []})
     emptied_count = len(_items(db, empty))
 
-    second = run_cli("sync", "--resources", "orders", env=env)
+    second = run_main("sync", "--resources", "orders", env=env)
     assert second.returncode == 0, second.stderr
     assert _items(db, shrink) == [kept[0]["id"]]
     assert _items(db, empty) == []
@@ -49,7 +50,7 @@ def test_removed_items_disappear_including_an_orders_last_item(sandbox, clean_en
     # Items come back when the order gets new ones.
     new_item = {**shrink_items[1], "id": "00000000-0000-4000-8000-00000000abcd"}
     sandbox.control_request("PATCH", f"records/orders/{empty}", json={"line_items": [new_item]})
-    assert run_cli("sync", "--resources", "orders", env=env).returncode == 0
+    assert run_main("sync", "--resources", "orders", env=env).returncode == 0
     assert _items(db, empty) == [new_item["id"]]
     assert query(
         db, f"select order_id from ciklek.order_line_items where id = '{new_item['id']}'"

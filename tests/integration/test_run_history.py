@@ -11,7 +11,8 @@ import pytest
 from connector.errors import ConfigError
 from connector.runs.freshness import parse_age
 from connector.warehouse.run_log import RunRecord, last_complete_sync, read_runs, requests_on
-from tests.helpers import DEFAULT_DB, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 T0 = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
@@ -57,11 +58,11 @@ def test_requests_on_counts_runs_started_that_utc_day() -> None:
 
 
 def test_read_runs_from_a_synced_duckdb_file(sandbox: SandboxProcess, clean_env: Path) -> None:
-    first = run_cli("sync", env=sync_env(sandbox))
+    first = run_main("sync", env=sync_env(sandbox))
     assert first.returncode == 0, first.stderr
-    second = run_cli("sync", "--resources", "orders", env=sync_env(sandbox))
+    second = run_main("sync", "--resources", "orders", env=sync_env(sandbox))
     assert second.returncode == 0, second.stderr
-    window = run_cli("sync", "--since", "2020-01-01", env=sync_env(sandbox))
+    window = run_main("sync", "--since", "2020-01-01", env=sync_env(sandbox))
     assert window.returncode == 0, window.stderr
     pipeline = dlt.pipeline(
         pipeline_name="reader",

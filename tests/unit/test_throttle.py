@@ -103,10 +103,12 @@ def test_documented_rate_holds_before_any_header_is_seen() -> None:
     assert limiter.acquire(ft.sleep) == pytest.approx(40.0)  # the first slot frees at +60 s
 
 
-def test_limiter_for_gives_one_limiter_per_key() -> None:
-    first = limiter_for("key-fp-test-a")
-    assert limiter_for("key-fp-test-a") is first
-    assert limiter_for("key-fp-test-b") is not first
+def test_limiter_for_gives_one_limiter_per_key_and_host() -> None:
+    first = limiter_for("https://api.test/v1", "key-fp-test-a")
+    assert limiter_for("https://api.test/v1", "key-fp-test-a") is first
+    assert limiter_for("https://api.test/v1", "key-fp-test-b") is not first
+    # The same key at another host (a sandbox, another region) has its own window.
+    assert limiter_for("http://127.0.0.1:8080/v1", "key-fp-test-a") is not first
 
 
 # ---- many threads, one limiter, a fake server with a fixed window --------------------------
