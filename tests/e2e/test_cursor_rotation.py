@@ -21,7 +21,7 @@ from tests.syncutil import (
     assert_orders_match_api,
     fast_env,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     start_sync,
     wait_for,
 )
@@ -62,7 +62,7 @@ def test_cursor_secret_rotated_twice_during_a_traversal_restarts_it_and_complete
     assert_orders_match_api(db, sb)
 
     before = requests_sent(sb)
-    again = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    again = run_sync_main(env, *ORDERS, cwd=clean_env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "cursor rejected" not in again.stdout
     assert requests_sent(sb) - before == 1  # nothing changed: one request from the resume point

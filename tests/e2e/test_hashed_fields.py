@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
+from tests.helpers import DEFAULT_DB, query, sync_env
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
 KEY = "tests-hash-key-7c2f0a9d41"
@@ -58,7 +59,7 @@ def test_no_email_or_name_in_clear_in_duckdb_state_or_output_and_hashes_are_stab
 ) -> None:
     sb = sandbox_factory("--orders", 30, "--customers", 90, "--products", 10, "--bad-records", 0.1)
     env = hashed_env(sb)
-    first = run_cli("sync", env=env)
+    first = run_main("sync", env=env)
     assert first.returncode == 0, first.stderr
     customers = listed_customers(sb)
     db = clean_env / DEFAULT_DB
@@ -86,7 +87,7 @@ def test_no_email_or_name_in_clear_in_duckdb_state_or_output_and_hashes_are_stab
         "PATCH", f"records/customers/{b}", json={"email": good[a]["email"]}
     ).raise_for_status()
     sb.control_post("mutate", resource="customers", update=10)
-    second = run_cli("sync", env=env)
+    second = run_main("sync", env=env)
     assert second.returncode == 0, second.stderr
     [(written,)] = query(
         db, "select rows from ciklek._ciklek_sync_runs order by started_at desc limit 1"
@@ -116,7 +117,7 @@ def test_a_missing_hash_key_is_exit_2_with_zero_requests(
     sb = sandbox_factory("--orders", 5, "--customers", 5, "--products", 5)
     env = sync_env(sb, SOURCES__CIKLEK__HASH_FIELDS=HASHED)
     for command in (("sync",), ("sweep",)):
-        done = run_cli(*command, env=env)
+        done = run_main(*command, env=env)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "hash_key" in lines[0] and "Traceback" not in done.stderr
@@ -131,7 +132,7 @@ def test_no_email_in_clear_in_postgresql(sandbox_factory: Any, pg_schema: tuple[
     dsn, schema = pg_schema
     sb = sandbox_factory("--orders", 20, "--customers", 60, "--products", 10, "--bad-records", 0.1)
     env = hashed_env(sb, DESTINATION__POSTGRES__CREDENTIALS=dsn)
-    done = run_cli("sync", "--destination", "postgres", "--dataset", schema, env=env)
+    done = run_main("sync", "--destination", "postgres", "--dataset", schema, env=env)
     assert done.returncode == 0, done.stderr
     texts: list[bytes] = []
     with psycopg2.connect(dsn) as con, con.cursor() as cur:

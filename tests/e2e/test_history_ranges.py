@@ -3,19 +3,19 @@
 again. `orders_versions` must hold exactly the versions the API served at each run (none lost,
 none twice), and each order version exactly the line items it had.
 
-Real `ciklek sync` / `ciklek sweep` processes (the kill is the point) against a sandbox whose
-pages take 120 ms, so the orders traversal splits into ranges walked at once.
+The killed sync is a real `ciklek sync` process (the kill is the point); the re-runs and the
+sweep run `ciklek`'s main in-process. The sandbox's pages take 120 ms, so the orders traversal splits into ranges walked at once.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.test_concurrency import _chunks_committed, _sandbox
-from tests.helpers import CIKLEK_BIN, DEFAULT_DB, query
+from tests.helpers import DEFAULT_DB, query
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
     CHUNK_PAGES,
@@ -25,7 +25,7 @@ from tests.syncutil import (
     fast_env,
     instant,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     splits_in,
     start_sync,
     wait_for,
@@ -67,7 +67,7 @@ def test_versions_survive_ranges_a_kill_and_a_sweep_exactly_once(
     wait_for(lambda: requests_sent(sb) >= 3 * CHUNK_PAGES + 1, what="the third chunk's pages")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
-    rerun = run_sync_cli(env, cwd=clean_env)
+    rerun = run_sync_main(env, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     logs = [(tmp_path / "killed.log").read_text(), rerun.stderr]
 
@@ -76,12 +76,10 @@ def test_versions_survive_ranges_a_kill_and_a_sweep_exactly_once(
         orders, items = served(sb)
         expected_orders |= orders
         expected_items |= items
-        incremental = run_sync_cli(env, cwd=clean_env)
+        incremental = run_sync_main(env, cwd=clean_env)
         assert incremental.returncode == 0, incremental.stdout + incremental.stderr
         logs.append(incremental.stderr)
-    sweep = subprocess.run(
-        [CIKLEK_BIN, "sweep"], env=env, cwd=clean_env, capture_output=True, text=True, timeout=180
-    )
+    sweep = run_main("sweep", env=env, cwd=clean_env)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     logs.append(sweep.stderr)
     assert splits_in(*logs) >= 1, "the orders traversals never split into ranges"

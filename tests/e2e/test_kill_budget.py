@@ -30,7 +30,7 @@ from tests.syncutil import (
     env_home,
     fast_env,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     start_sync,
     wait_for,
 )
@@ -106,7 +106,7 @@ def test_sigkill_at_random_instants_never_lets_the_budget_be_overshot(
     assert kills >= KILLS // 2, f"seed {seed}: the runs ended before they could be killed"
 
     for _ in range(0 if spent else 6):  # until the budget stops a run (or nothing is left)
-        done = run_sync_cli(env, cwd=clean_env)
+        done = run_sync_main(env, cwd=clean_env)
         assert requests_sent(sb) <= BUDGET, f"seed {seed}: " + done.stdout
         if done.returncode == 75 and "daily request budget" in done.stdout:
             break

@@ -22,7 +22,6 @@ from tests.syncutil import (
     fast_env,
     read_status,
     requests_sent,
-    run_sync_cli,
     run_sync_main,
     start_sync,
     wait_for,
@@ -275,7 +274,7 @@ def test_fast_pages_never_split_so_a_backfill_costs_its_pages_only(
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
     # A process of its own: "fast" is a page under 50 ms, timed in the process that sends it;
     # run inside a test worker on a loaded machine, a page measured slower and the run split.
-    result = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
+    result = run_sync_main(env, "--resources", "orders", cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not SPLIT.search(result.stderr)
     assert requests_sent(sb) == 20  # 400 orders, pages of 20: the minimum

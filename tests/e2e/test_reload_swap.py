@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DEFAULT_DB, query, run_cli
+from tests.helpers import DEFAULT_DB, query
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
     api_records,
@@ -25,7 +26,7 @@ from tests.syncutil import (
     item_rows,
     order_rows,
     requests_sent,
-    run_sync_cli,
+    run_sync_main,
     wait_for,
 )
 
@@ -59,12 +60,12 @@ def test_a_reload_stopped_by_the_daily_quota_leaves_the_old_table_whole_until_it
     # About the reload, not the look-back: a quiet sync is then exactly one request.
     env = fast_env(sb, SOURCES__CIKLEK__LOOKBACK_SECONDS="0")
     db = clean_env / DEFAULT_DB
-    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
     old_orders, old_items = order_rows(db), item_rows(db)
     gone = changed_world(sb)
     sb.control_post("limits", json={"daily_quota": requests_sent(sb) + 4})
 
-    stopped = run_sync_cli(env, *ORDERS, "--full-refresh", cwd=clean_env)
+    stopped = run_sync_main(env, *ORDERS, "--full-refresh", cwd=clean_env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     assert "daily quota exhausted" in stopped.stdout
     # Half-way: the live tables are exactly the old ones; the reload lies beside them.
@@ -72,25 +73,25 @@ def test_a_reload_stopped_by_the_daily_quota_leaves_the_old_table_whole_until_it
     assert "ciklek._ciklek_reload_orders" in shadow_tables(db)
     [(built,)] = query(db, "select count(*) from ciklek._ciklek_reload_orders")
     assert 0 < built < len(old_orders)
-    status = run_cli("status", env=env, cwd=clean_env)
+    status = run_main("status", env=env, cwd=clean_env)
     assert status.returncode == 0
     assert "reload orders: in progress since" in status.stdout
     assert "beside the live tables (_ciklek_reload_orders" in status.stdout
 
     sb.control_post("new_day")
     sb.control_post("limits", json={"daily_quota": 50_000})
-    plan = run_cli("plan", *ORDERS, env=env, cwd=clean_env)
+    plan = run_main("plan", *ORDERS, env=env, cwd=clean_env)
     assert plan.returncode == 0, plan.stderr
     assert "reload orders: in progress" in plan.stdout and "request(s) left" in plan.stdout
 
-    done = run_sync_cli(env, *ORDERS, cwd=clean_env)  # the next day's plain sync finishes it
+    done = run_sync_main(env, *ORDERS, cwd=clean_env)  # the next day's plain sync finishes it
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reload swapped in: orders, order_line_items" in done.stdout
     assert_orders_match_api(db, sb)
     assert query(db, f"select count(*) from ciklek.orders where id = '{gone}'") == [(0,)]
     assert shadow_tables(db) == []
     again = requests_sent(sb)
-    quiet = run_sync_cli(env, *ORDERS, cwd=clean_env)  # the reload's resume point holds
+    quiet = run_sync_main(env, *ORDERS, cwd=clean_env)  # the reload's resume point holds
     assert quiet.returncode == 0 and requests_sent(sb) - again == 1
 
 
@@ -116,7 +117,7 @@ def test_kill_9_inside_the_swap_leaves_the_old_table_then_the_rerun_swaps(
     # About the swap, not the look-back: the rerun's own sync is then exactly one request.
     env = fast_env(sb, SOURCES__CIKLEK__LOOKBACK_SECONDS="0")
     db = clean_env / DEFAULT_DB
-    assert run_sync_cli(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
     old_orders = order_rows(db)
     changed_world(sb)
     marker = tmp_path / "in-swap"
@@ -136,7 +137,7 @@ def test_kill_9_inside_the_swap_leaves_the_old_table_then_the_rerun_swaps(
             proc.kill()
     assert order_rows(db) == old_orders  # the transaction never committed: the old table, whole
     before = requests_sent(sb)
-    rerun = run_sync_cli(env, *ORDERS, cwd=clean_env)
+    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "reload swapped in: orders, order_line_items" in rerun.stdout
     assert requests_sent(sb) - before == 1  # swapped from what was built: nothing fetched again
@@ -149,11 +150,11 @@ def test_a_destination_without_a_safe_swap_needs_drop_first_before_any_request(
 ) -> None:
     sb: SandboxProcess = sandbox_factory("--orders", 5, "--customers", 5, "--products", 5)
     env = fast_env(sb)
-    done = run_cli("sync", "--destination", "snowflake", "--full-refresh", env=env)
+    done = run_main("sync", "--destination", "snowflake", "--full-refresh", env=env)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "no safe swap" in line and "--drop-first" in line
-    misuse = run_cli("sync", "--drop-first", env=env)
+    misuse = run_main("sync", "--drop-first", env=env)
     assert misuse.returncode == 2 and "--drop-first applies to --full-refresh" in misuse.stderr
     assert sb.stats()["requests"] == 0
 
@@ -171,7 +172,7 @@ def test_postgresql_reload_swaps_in_under_a_dependent_view(
         "DESTINATION__POSTGRES__CREDENTIALS": dsn,
     }
     pg_args = ("--destination", "postgres", "--dataset", schema, *ORDERS)
-    assert run_cli("sync", *pg_args, env=env).returncode == 0
+    assert run_main("sync", *pg_args, env=env).returncode == 0
 
     def sql(text: str) -> list[tuple[Any, ...]]:
         with psycopg2.connect(dsn) as con, con.cursor() as cur:
@@ -182,10 +183,10 @@ def test_postgresql_reload_swaps_in_under_a_dependent_view(
     sql(f'create view "{schema}".big_orders as select id, total from "{schema}".orders')
     old = sql(f'select count(*) from "{schema}".big_orders')
     changed_world(sb)
-    stopped = run_cli("sync", *pg_args, "--full-refresh", "--max-requests", "3", env=env)
+    stopped = run_main("sync", *pg_args, "--full-refresh", "--max-requests", "3", env=env)
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     assert sql(f'select count(*) from "{schema}".big_orders') == old  # the old table, whole
-    done = run_cli("sync", *pg_args, env=env)
+    done = run_main("sync", *pg_args, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     truth = api_records(sb)
     assert sql(f'select count(*) from "{schema}".big_orders') == [(len(truth),)]

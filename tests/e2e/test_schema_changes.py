@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DEFAULT_DB, query, run_cli
+from tests.helpers import DEFAULT_DB, query
+from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import fast_env
 
@@ -44,14 +45,14 @@ def test_a_field_appearing_mid_traversal_is_one_new_column_row_and_one_summary_l
     sb: SandboxProcess = sandbox_factory(*FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    first = run_cli("sync", *ORDERS, "--max-requests", "2", env=env)
+    first = run_main("sync", *ORDERS, "--max-requests", "2", env=env)
     assert first.returncode == 75, first.stderr
     # Created empty: the table's first load (with the sandbox's own undocumented fields, which
     # get columns) is its starting point, not a change.
     earlier = changes(db)
     assert earlier == [] and {"channel", "meta"} <= columns(db, "orders")
     sb.control_post("fields", json={"resource": "orders", "add": {"loyalty_tier": "gold"}})
-    second = run_cli("sync", *ORDERS, "--log-format", "json", env=env)
+    second = run_main("sync", *ORDERS, "--log-format", "json", env=env)
     assert second.returncode == 0, second.stderr
     assert changes(db) == [*earlier, ("orders", "orders", "loyalty_tier", "new_column")]
     events = [json.loads(line) for line in second.stderr.splitlines()]
@@ -70,11 +71,11 @@ def test_a_field_appearing_mid_traversal_is_one_new_column_row_and_one_summary_l
     ]
 
     sb.control_post("mutate", resource="orders", update=5)
-    third = run_cli("sync", *ORDERS, env=env)  # the column exists now: nothing new to say
+    third = run_main("sync", *ORDERS, env=env)  # the column exists now: nothing new to say
     assert third.returncode == 0, third.stderr
     assert "schema orders" not in third.stdout
     assert len(changes(db)) == len(earlier) + 1
-    status = run_cli("status", env=env)
+    status = run_main("status", env=env)
     assert "schema changes (last 7 days):" in status.stdout
     assert "schema orders: new column loyalty_tier" in status.stdout
 
@@ -85,11 +86,11 @@ def test_freeze_keeps_the_columns_and_folds_new_fields_into_extra(
     sb: SandboxProcess = sandbox_factory(*FLAGS)
     env = fast_env(sb, SOURCES__CIKLEK__SCHEMA_CHANGES="freeze")
     db = clean_env / DEFAULT_DB
-    assert run_cli("sync", *ORDERS, env=env).returncode == 0
+    assert run_main("sync", *ORDERS, env=env).returncode == 0
     before = columns(db, "orders")
     sb.control_post("fields", json={"resource": "orders", "add": {"loyalty_tier": "gold"}})
     touched = sb.control_post("mutate", resource="orders", update=4)["updated"]
-    done = run_cli("sync", *ORDERS, env=env)
+    done = run_main("sync", *ORDERS, env=env)
     assert done.returncode == 0, done.stderr
     assert "schema orders: folded into _ciklek_extra: loyalty_tier" in done.stdout
     assert columns(db, "orders") - before <= {"_ciklek_extra"}  # no column of its own
@@ -110,11 +111,11 @@ def test_a_documented_field_missing_from_a_page_is_one_row(
     sb: SandboxProcess = sandbox_factory(*FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_cli("sync", *ORDERS, env=env).returncode == 0
+    assert run_main("sync", *ORDERS, env=env).returncode == 0
     earlier = changes(db)
     sb.control_post("fields", json={"resource": "orders", "drop": ["delivery_date"]})
     sb.control_post("mutate", resource="orders", update=25)  # more than a page of them
-    done = run_cli("sync", *ORDERS, env=env)
+    done = run_main("sync", *ORDERS, env=env)
     assert done.returncode == 0, done.stderr
     missing = ("orders", "orders", "delivery_date", "documented_field_missing")
     assert changes(db) == [*earlier, missing]
@@ -133,7 +134,7 @@ def test_postgresql_records_a_new_field_once_and_freeze_keeps_its_columns(
         sb, DESTINATION__POSTGRES__CREDENTIALS=dsn, SOURCES__CIKLEK__SCHEMA_CHANGES="freeze"
     )
     args = ("sync", *ORDERS, "--destination", "postgres", "--dataset", schema)
-    assert run_cli(*args, env=env).returncode == 0
+    assert run_main(*args, env=env).returncode == 0
 
     def sql(text: str) -> list[tuple[Any, ...]]:
         with psycopg2.connect(dsn) as con, con.cursor() as cur:
@@ -151,7 +152,7 @@ def test_postgresql_records_a_new_field_once_and_freeze_keeps_its_columns(
     sb.control_post("fields", json={"resource": "orders", "add": {"loyalty_tier": "gold"}})
     touched = sb.control_post("mutate", resource="orders", update=3)["updated"]
     for _ in range(2):  # the second run sees the field again: nothing new to record
-        assert run_cli(*args, env=env).returncode == 0
+        assert run_main(*args, env=env).returncode == 0
         sb.control_post("mutate", resource="orders", update=1)
     assert order_columns() == before
     recorded = sql(
