@@ -194,14 +194,15 @@ def test_read_copy_settings_that_cannot_work_exit_2_before_any_request(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    with tmpfs(tmp_path, "3m") as mnt:
+    with tmpfs(tmp_path, "4m") as mnt:
         yield mnt
 
 
 def test_a_full_disk_exits_7_keeps_progress_and_the_next_run_completes(
     sandbox_factory, small_disk: Path
 ) -> None:
-    # DuckDB starts a file at 2.9 MB and compresses well: 3,000 orders outgrow 3 MiB half-way.
+    # The first chunk leaves a 3.4-3.9 MB file (DuckDB grows in 256 KiB blocks), 3,000 orders
+    # make 4.7 MB: a 4 MiB disk fills part-way, never before the first commit.
     sb: SandboxProcess = sandbox_factory("--orders", 3000, "--customers", 10, "--products", 5)
     db = small_disk / "w.duckdb"
     env = sync_env(
