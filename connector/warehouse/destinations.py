@@ -76,7 +76,7 @@ def resolve_destination(
         if path is not None:
             check_duckdb_collision(path, dataset)
         if configured:  # dlt reads its own credentials; code must not override them
-            return remembering_capabilities(Destination.from_reference("duckdb"))
+            return remembering_capabilities(dlt.destinations.duckdb())
         return remembering_capabilities(dlt.destinations.duckdb(credentials=str(path)))
     try:
         destination = Destination.from_reference(name)
