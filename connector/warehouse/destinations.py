@@ -102,15 +102,19 @@ def remembering_capabilities(destination: Destination[Any, Any]) -> Destination[
     per-client answers and go through untouched.
     """
     asked = destination.capabilities
-    kept: dict[int, tuple[object, Any]] = {}
+    kept: dict[tuple[object, ...], Any] = {}
 
     def capabilities(config: Any = None, naming: Any = None) -> Any:
         if config is not None:
             return asked(config, naming)
-        hit = kept.get(id(naming))
-        if hit is None or hit[0] is not naming:  # (an id reused by a new object is a miss)
-            hit = kept[id(naming)] = (naming, asked(None, naming))
-        return copy.deepcopy(hit[1])
+        key = (
+            (type(naming), naming.is_case_sensitive, naming.max_length)
+            if naming is not None
+            else (None,)
+        )
+        if key not in kept:
+            kept[key] = asked(None, naming)
+        return copy.deepcopy(kept[key])
 
     remember: Callable[..., Any] = capabilities
     destination.capabilities = remember  # type: ignore[method-assign]
