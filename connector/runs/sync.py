@@ -31,8 +31,9 @@ from connector.runs.lock import pipeline_dir, run_lock
 from connector.runs.options import SyncOptions, check_options
 from connector.runs.recovery import recover
 from connector.runs.reload import start_reloads, swap_completed
+from connector.runs.request_ledger import LEDGER_COLUMNS
 from connector.runs.result import SyncResult
-from connector.runs.run_row import run_row
+from connector.runs.run_row import RUN_COLUMNS, run_row
 from connector.runs.signals import stop_on_signals
 from connector.runs.source import ciklek_source
 from connector.runs.status_file import StatusWriter, committed_states
@@ -50,7 +51,7 @@ from connector.warehouse.checks import (
 from connector.warehouse.destinations import resolve_destination
 from connector.warehouse.faults import may_record_run, stop_on_fault
 from connector.warehouse.read_copy import publish_after_run
-from connector.warehouse.run_log import restore_ledger, write_ledger_row
+from connector.warehouse.run_log import restore_ledger, write_ledger_row, write_run_rows
 
 __all__ = ["SyncOptions", "SyncResult", "run_sync"]
 
@@ -269,6 +270,13 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
     """The `_ciklek_sync_runs` row, with the rejects a refresh held back."""
     setup.report.run_rows = [row]
     try:  # (the outcome is decided: a signal changes nothing now)
+        closing = setup.report.ledger_row
+        if closing is not None and _run_rows_alone(pipeline, setup):
+            try:
+                write_run_rows(pipeline, row, closing())
+                return
+            except Exception:  # whatever the shortcut met, the load below writes the same
+                pass
         pipeline.run(
             ciklek_source(resources=[], setup=setup).with_resources(
                 RUNS_TABLE, REJECTS_TABLE, SCHEMA_CHANGES_TABLE, LEDGER_TABLE
@@ -276,3 +284,30 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
         )
     except Exception as exc:  # the data is in; failing to write the run row is secondary
         result.messages.append(f"could not write {RUNS_TABLE}: {type(exc).__name__}")
+
+
+DIRECT_WRITE_DESTINATIONS = ("duckdb", "postgres")  # the SQL of run_log.py is tested on these
+
+
+def _run_rows_alone(pipeline: dlt.Pipeline, setup: SourceSetup) -> bool:
+    """Whether the run row's load would carry nothing but the run row and the ledger's closing
+    row into tables that already hold every column of them: then two INSERTs write what the
+    load would (a no-change sync 1.4 s -> 1.0 s). Anything else (rejects or versions held back,
+    a schema change not yet recorded, resource state to commit, a table or column still to
+    create, another destination) goes through dlt."""
+    report = setup.report
+    if report.pending_rejects or report.pending_versions or report.state_updates:
+        return False
+    if report.columns.changes() or report.ledger_row is None:
+        return False
+    if pipeline.destination.destination_name not in DIRECT_WRITE_DESTINATIONS:
+        return False
+    if pipeline.default_schema_name is None:
+        return False
+    tables = pipeline.default_schema.tables
+    needed = {RUNS_TABLE: RUN_COLUMNS, LEDGER_TABLE: LEDGER_COLUMNS}
+    for name, columns in needed.items():
+        have = tables.get(name, {}).get("columns") or {}
+        if any(c["name"] not in have for c in columns):
+            return False
+    return all(tables.get(t, {}).get("columns") for t in (REJECTS_TABLE, SCHEMA_CHANGES_TABLE))
