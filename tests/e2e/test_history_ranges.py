@@ -4,7 +4,8 @@ again. `orders_versions` must hold exactly the versions the API served at each r
 none twice), and each order version exactly the line items it had.
 
 The killed sync is a real `ciklek sync` process (the kill is the point); the re-runs and the
-sweep run `ciklek`'s main in-process. The sandbox's pages take 120 ms, so the orders traversal splits into ranges walked at once.
+sweep run `ciklek`'s main in-process. The sandbox's pages take 120 ms, so the orders traversal
+splits into ranges walked at once.
 """
 
 from __future__ import annotations
