@@ -476,7 +476,11 @@ def test_dagster_cli_exit_code_follows_the_sync(
     )
     (clean_env / "dagster_home").mkdir()
     select = ["asset", "materialize", "--select", "*"]
-    refused = _dagster(select, env, clean_env)
+    # The refusal's run executes its step in the CLI's process (run config, no step process):
+    # the exit code is the CLI's reading of the run's failure whatever the executor; the valid
+    # run below keeps the default executor, a step process loading the file by `-f`.
+    in_process = ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
+    refused = _dagster([*select, *in_process], env, clean_env)
     assert refused.returncode != 0, refused.stdout[-2000:] + refused.stderr[-2000:]
     assert "bsk_test_revoked_cli" not in refused.stdout + refused.stderr
 

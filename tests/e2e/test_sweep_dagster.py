@@ -22,7 +22,13 @@ from tests.sandbox_proc import REPO_ROOT, SandboxProcess
 from tests.syncutil import api_records
 
 pytest.importorskip("dagster")
-from dagster import DagsterEventType, DagsterInstance, build_schedule_context, materialize
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    EventRecordsFilter,
+    build_schedule_context,
+    materialize,
+)
 
 PIPELINES = REPO_ROOT / "pipelines"
 
@@ -119,7 +125,16 @@ def test_a_sweep_launched_during_a_materialisation_retries_with_its_reason(
         threading.Event().wait(0.01)
     assert lock_is_held(home, "ciklek_dagster"), "the materialisation never took the lock"
     instance = DagsterInstance.ephemeral()
-    result = sweep.execute_in_process(instance=instance, raise_on_error=False)
+    # Once the sweep was told the pipeline is busy, the materialisation need not stay slow:
+    # the sandbox's latency (a runtime setting) drops to 0, and the sweep's retry gets its turn.
+    swept_done = threading.Event()
+    waiter = threading.Thread(target=_fast_after_a_retry, args=(instance, sb, swept_done))
+    waiter.start()
+    try:
+        result = sweep.execute_in_process(instance=instance, raise_on_error=False)
+    finally:
+        swept_done.set()
+        waiter.join(timeout=30)
     worker.join(timeout=120)
     assert materialised and materialised[0].success
     assert result.success, [e.message for e in result.all_events][-5:]
@@ -135,6 +150,18 @@ def test_a_sweep_launched_during_a_materialisation_retries_with_its_reason(
     assert swept[("ciklek/customers", None)]["rows_marked_deleted"] == 0
     db = clean_env / DEFAULT_DB
     assert query(db, "select count(*) from ciklek.customers") == [(30,)]
+
+
+def _fast_after_a_retry(
+    instance: DagsterInstance, sb: SandboxProcess, stop: threading.Event
+) -> None:
+    """Latency 0 once the sweep's run asked for a retry (or the sweep is over). Reads the event
+    log only: the in-memory event log storage takes a lock for each connection."""
+    retries = EventRecordsFilter(event_type=DagsterEventType.STEP_UP_FOR_RETRY)
+    while not stop.wait(0.05):
+        if instance.get_event_records(retries, limit=1):
+            break
+    sb.control_post("faults", json={"latency_ms": 0})
 
 
 def test_two_accounts_get_a_sweep_each_and_the_shipped_schedules_ask_for_both(
