@@ -44,12 +44,15 @@ def dump(db: Path, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[Any
 
 
 def sequential(env: dict[str, str], tmp_path: Path) -> tuple[dict[str, list[tuple[Any, ...]]], int]:
-    """A clean one-after-the-other sync into its own home: its tables and its requests."""
+    """A clean one-after-the-other sync into its own home: its tables and its requests.
+
+    The reference needs neither the overlap nor the commits under test: it runs with the
+    sandbox's added latency off and in one chunk (`reference_env`), as fast as a sync goes.
+    """
     cwd = tmp_path / "sequential"
     cwd.mkdir()
-    seq_env = dict(
-        env, CIKLEK_HOME=str(tmp_path / "seq-home"), SOURCES__CIKLEK__MAX_CONCURRENCY="1"
-    )
+    sb = _SANDBOXES[env["SOURCES__CIKLEK__BASE_URL"]]
+    seq_env = reference_env(sb, env, tmp_path / "seq-home")
     return_code, sent = _sync(seq_env, cwd)
     assert return_code == 0
     return dump(cwd / DEFAULT_DB), sent
@@ -60,6 +63,26 @@ def _sync(env: dict[str, str], cwd: Path) -> tuple[int, int]:
     result = run_sync_main(env, cwd=cwd)
     assert result.returncode in (0, 75), result.stdout + result.stderr
     return result.returncode, int(query_stats(env)) - before
+
+
+def set_latency(sb: SandboxProcess, ms: float) -> None:
+    """Change the sandbox's added latency per request from now on (its `/faults` control)."""
+    sb.control_post("faults", json={"latency_ms": ms})
+
+
+def reference_env(sb: SandboxProcess, env: dict[str, str], home: Path) -> dict[str, str]:
+    """A one-worker sync in one chunk, into its own home, with the sandbox's latency turned off.
+
+    For the clean sync a test compares with: what it loads and the requests it sends depend on
+    neither (one worker never splits), only its wall time does.
+    """
+    set_latency(sb, 0)
+    return dict(
+        env,
+        CIKLEK_HOME=str(home),
+        SOURCES__CIKLEK__MAX_CONCURRENCY="1",
+        SOURCES__CIKLEK__CHECKPOINT_PAGES="100",
+    )
 
 
 _SANDBOXES: dict[str, SandboxProcess] = {}

@@ -5,7 +5,8 @@ none twice), and each order version exactly the line items it had.
 
 The killed sync is a real `ciklek sync` process (the kill is the point); the re-runs and the
 sweep run `ciklek`'s main in-process. The sandbox's pages take 120 ms, so the orders traversal
-splits into ranges walked at once.
+splits into ranges walked at once. The sweep commits every 10 pages (still several chunks), the
+rest every 3.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_versions_survive_ranges_a_kill_and_a_sweep_exactly_once(
         incremental = run_sync_main(env, cwd=clean_env)
         assert incremental.returncode == 0, incremental.stdout + incremental.stderr
         logs.append(incremental.stderr)
-    sweep = run_main("sweep", env=env, cwd=clean_env)
+    sweep = run_main("sweep", env=dict(env, SOURCES__CIKLEK__CHECKPOINT_PAGES="10"), cwd=clean_env)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     logs.append(sweep.stderr)
     assert splits_in(*logs) >= 1, "the orders traversals never split into ranges"

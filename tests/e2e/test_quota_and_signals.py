@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+from tests.e2e.test_concurrency import reference_env, set_latency
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
@@ -38,6 +39,11 @@ from tests.syncutil import (
 ORDERS = ("--resources", "orders")
 
 
+def one_chunk(env: dict[str, str]) -> dict[str, str]:
+    """For a sync that only sets a test up: its commits are not under test, one is enough."""
+    return dict(env, SOURCES__CIKLEK__CHECKPOINT_PAGES="100")
+
+
 def count_orders(db: Path) -> int:
     return int(query(db, "select count(*) from ciklek.orders")[0][0])
 
@@ -60,7 +66,10 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
     killed_requests = requests_sent(sb)
     assert killed_requests < ORDER_PAGES, "the sync finished before it could be killed"
 
-    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)  # the dead run's lock does not block
+    set_latency(sb, 0)  # the latency made the run killable; the re-run and the clean one need none
+    # The dead run's lock does not block. (In one chunk: what the re-run fetches again is the
+    # point, not how often it commits.)
+    rerun = run_sync_main(one_chunk(env), *ORDERS, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     rerun_requests = requests_sent(sb) - killed_requests
     # It resumed from the last committed chunk, not from page 1 (a full sync is 20 pages).
@@ -69,9 +78,7 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
 
     clean_cwd = tmp_path / "clean"
     clean_cwd.mkdir()
-    clean = run_sync_main(
-        dict(env, CIKLEK_HOME=str(tmp_path / "clean-home")), *ORDERS, cwd=clean_cwd
-    )
+    clean = run_sync_main(reference_env(sb, env, tmp_path / "clean-home"), *ORDERS, cwd=clean_cwd)
     assert clean.returncode == 0, clean.stderr
     db, clean_db = clean_env / DEFAULT_DB, clean_cwd / DEFAULT_DB
     assert order_rows(db) == order_rows(clean_db)
@@ -146,7 +153,8 @@ def test_sigterm_mid_sync_commits_what_was_fetched_and_exits_75(
     splits = splits_in(log.read_text())
     assert (fetched - splits) * PAGE <= count_orders(db) <= fetched * PAGE
 
-    rerun = run_sync_main(env, *ORDERS, cwd=clean_env)
+    set_latency(sb, 0)  # only the signalled run needed slow pages (and its chunks)
+    rerun = run_sync_main(one_chunk(env), *ORDERS, cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     splits += splits_in(rerun.stderr)
     assert ORDER_PAGES <= requests_sent(sb) <= ORDER_PAGES + splits + 1
@@ -165,6 +173,7 @@ def test_a_second_sync_while_one_runs_exits_75_and_changes_nothing(
     second = run_sync_cli(env, *ORDERS, cwd=clean_env)  # a process: the lock is the point
     assert second.returncode == 75
     assert "another sync of pipeline 'ciklek' is running" in second.stderr
+    set_latency(sb, 0)  # the first sync was slow only while the second one tried
     assert proc.wait(timeout=60) == 0, log.read_text()
     # The second run sent nothing and wrote no run row: only the first run's 20 pages (and
     # what its ranges cost, see `splits_in`).
@@ -187,7 +196,7 @@ def test_full_refresh_interrupted_is_continued_by_the_next_run(
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(one_chunk(env), *ORDERS, cwd=clean_env).returncode == 0
     old = order_rows(db)
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")  # only a reload can drop it
@@ -232,7 +241,7 @@ def test_full_refresh_drop_first_empties_once_and_is_continued(
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(one_chunk(env), *ORDERS, cwd=clean_env).returncode == 0
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")
 
@@ -293,7 +302,7 @@ def test_drop_first_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rer
     sb: SandboxProcess = sandbox_factory(*SANDBOX_FLAGS, "--latency-ms", 30)
     env = fast_env(sb)
     db = clean_env / DEFAULT_DB
-    assert run_sync_main(env, *ORDERS, cwd=clean_env).returncode == 0
+    assert run_sync_main(one_chunk(env), *ORDERS, cwd=clean_env).returncode == 0
     gone = sorted(api_records(sb))[0]
     sb.control_request("DELETE", f"records/orders/{gone}")
     before = requests_sent(sb)
@@ -308,6 +317,7 @@ def test_drop_first_refresh_killed_in_its_first_chunk_is_finished_by_a_plain_rer
     proc.wait(timeout=10)
     assert requests_sent(sb) - before < ORDER_PAGES
 
+    set_latency(sb, 0)  # only the killed run needed slow pages
     rerun = run_sync_main(env, *ORDERS, cwd=clean_env)  # no flag: it must not stop half-reloaded
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert_orders_match_api(db, sb)

@@ -13,7 +13,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_concurrency import _sandbox, dump
+import httpx
+
+from tests.e2e.test_concurrency import _sandbox, dump, reference_env, set_latency
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import SandboxProcess
 from tests.syncutil import (
@@ -22,6 +24,7 @@ from tests.syncutil import (
     fast_env,
     read_status,
     requests_sent,
+    run_sync_cli,
     run_sync_main,
     start_sync,
     wait_for,
@@ -74,17 +77,19 @@ def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loa
     # A backfill window [since, until): its first page ends at A, so the first split cuts at
     # M = A + (until - A) / 2. Sixty orders (three pages) are moved to exactly M, among them the
     # ones right after page 1: the page in flight when the split happens reaches into the block.
-    sb = _sandbox(sandbox_factory, "--latency-ms", 150, "--bad-records", "0.03")
+    # Shaped with no added latency (the listing is 20 pages); the sync gets its 150 ms per page.
+    sb = _sandbox(sandbox_factory, "--bad-records", "0.03")
     first, listed = _list(sb)["data"], _in_order(sb)
     since, a = _stamps(first)[0], _stamps(first)[-1]
     until = _stamps(listed)[-1] + dt.timedelta(seconds=1)  # the whole list
     cut = (a + (until - a) / 2).replace(microsecond=0)  # cuts are whole seconds
     ordered = [r["id"] for r in listed[PAGE:] if "id" in r]
-    for rid in ordered[:60] + ordered[250:280]:  # right after page 1, and 30 far from it
-        stamp = _stamp(cut)
-        response = sb.control_request("PATCH", f"records/orders/{rid}", json={"updated_at": stamp})
-        assert response.status_code == 200, response.text
+    with httpx.Client(base_url=sb.control, headers=sb.control_headers("PATCH")) as control:
+        for rid in ordered[:60] + ordered[250:280]:  # right after page 1, and 30 far from it
+            response = control.patch(f"/records/orders/{rid}", json={"updated_at": _stamp(cut)})
+            assert response.status_code == 200, response.text
     assert _list(sb)["data"] == first  # page 1 unchanged: A, and so the cut, stand
+    set_latency(sb, 150)
 
     # orders alone: no other resource holds a worker, so the first split follows page 1.
     window = ("--since", _stamp(since), "--until", _stamp(until), "--resources", "orders")
@@ -95,7 +100,7 @@ def test_a_split_at_a_block_of_equal_updated_at_loads_what_a_sequential_sync_loa
     assert cuts and _instant(cuts[0]) == cut, (cuts, cut)  # the first split cut at the block
     assert len(set(_at_cut(clean_env))) == 1 and len(_at_cut(clean_env)) >= 90
 
-    seq_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY="1", CIKLEK_HOME=str(tmp_path / "h"))
+    seq_env = reference_env(sb, env, tmp_path / "h")
     (tmp_path / "seq").mkdir()
     seq = run_sync_main(seq_env, *window, cwd=tmp_path / "seq")
     assert seq.returncode == 0, seq.stdout + seq.stderr
@@ -211,7 +216,7 @@ def test_sigkill_while_in_ranges_then_rerun_loses_duplicates_and_re_spends_nothi
     resumed = requests_sent(sb) - killed
     splits = len(SPLIT.findall(log.read_text())) + len(SPLIT.findall(rerun.stderr))
 
-    seq_env = dict(env, SOURCES__CIKLEK__MAX_CONCURRENCY="1", CIKLEK_HOME=str(tmp_path / "h"))
+    seq_env = reference_env(sb, env, tmp_path / "h")
     (tmp_path / "seq").mkdir()
     before = requests_sent(sb)
     seq = run_sync_main(seq_env, "--resources", "orders", cwd=tmp_path / "seq")
@@ -274,7 +279,7 @@ def test_fast_pages_never_split_so_a_backfill_costs_its_pages_only(
     env = fast_env(sb, SOURCES__CIKLEK__MAX_CONCURRENCY="4")
     # A process of its own: "fast" is a page under 50 ms, timed in the process that sends it;
     # run inside a test worker on a loaded machine, a page measured slower and the run split.
-    result = run_sync_main(env, "--resources", "orders", cwd=clean_env)
+    result = run_sync_cli(env, "--resources", "orders", cwd=clean_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not SPLIT.search(result.stderr)
     assert requests_sent(sb) == 20  # 400 orders, pages of 20: the minimum
