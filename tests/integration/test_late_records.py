@@ -29,7 +29,11 @@ FLAGS = ("--orders", 100, "--customers", 10, "--products", 5, "--window-limit", 
 @pytest.fixture
 def sb(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> SandboxProcess:
     sandbox: SandboxProcess = sandbox_factory(*FLAGS)
-    set_env(monkeypatch, fast_env(sandbox, SOURCES__CIKLEK__HISTORY="orders"))
+    # One chunk per sync: no test here is about where a chunk ends, and each chunk is a load.
+    env = fast_env(
+        sandbox, SOURCES__CIKLEK__HISTORY="orders", SOURCES__CIKLEK__CHECKPOINT_PAGES="100"
+    )
+    set_env(monkeypatch, env)
     return sandbox
 
 
