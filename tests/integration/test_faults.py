@@ -12,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connector.api.client import CiklekClient
 from connector.config.redaction import ApiKey
 from tests.helpers import query, sync_env
 from tests.inproc import run_main
+from tests.quick_retries import short_backoff
 from tests.sandbox_proc import SandboxProcess
 
 DATA_FLAGS = ("--seed", 7, "--orders", 240, "--customers", 40, "--products", 25)
@@ -53,8 +56,10 @@ def sync_into(sb: SandboxProcess, workdir: Path, **extra: str) -> tuple[Path, st
 
 
 def test_sync_through_every_fault_equals_a_fault_free_sync(
-    sandbox_factory: Any, tmp_path: Path
+    sandbox_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The point is what is loaded, not how long a retry waits (tests/unit pins the schedule).
+    short_backoff(monkeypatch)
     # A 1 s server window keeps every spurious 429's Reset close, so the test stays quick.
     window = ("--window-seconds", 1, "--window-limit", 100_000)
     clean = sandbox_factory(*DATA_FLAGS, *window)
@@ -81,16 +86,17 @@ def test_sync_through_every_fault_equals_a_fault_free_sync(
 
 def test_scaled_window_sync_receives_no_429(sandbox_factory: Any, tmp_path: Path) -> None:
     sb = sandbox_factory(
-        "--orders", 260, "--customers", 5, "--products", 5,
+        "--orders", 170, "--customers", 5, "--products", 5,
         "--window-seconds", 2, "--window-limit", 8,
     )  # fmt: skip
     db, summary = sync_into(sb, tmp_path / "run", SOURCES__CIKLEK__RESOURCES="orders")
     stats = sb.stats()
     assert "429" not in stats["by_status"], stats["by_status"]
-    # 260 orders in pages of 10: 26 full pages and the empty-cursor end, all answered 200.
-    assert stats["by_path"]["/v1/orders"] >= 26
+    # 170 orders in pages of 10: 17 full pages and the empty-cursor end, all answered 200: more
+    # than two windows' worth of 8, so the limiter waits for a fresh window at least twice.
+    assert stats["by_path"]["/v1/orders"] >= 17
     assert stats["by_status"] == {"200": stats["requests"]}
-    assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(260, 260)]
+    assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(170, 170)]
     assert "(0 answered 429" in summary
 
 

@@ -3,6 +3,7 @@ the PostgreSQL of `make test`: `orders_versions` holds exactly the versions the 
 `orders_history` dates them by their own `updated_at`, an order's line items come with each
 version, a sweep's deletion ends a history, and history switched on later starts from the
 current rows.
+The two full-refresh tests refresh their own copies of one warehouse (`versioned`).
 
 Instants are the `updated_at` the sandbox stamped on each change (read from its answer), so every
 `valid_from`/`valid_to` is compared exactly.
@@ -11,6 +12,7 @@ Instants are the `updated_at` the sandbox stamped on each change (read from its 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +68,14 @@ class Warehouse:
             return [tuple(r) for r in con.execute(text.replace("%s", "?"), params).fetchall()]
 
 
+def use(sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, fast_env(sandbox, SOURCES__CIKLEK__HISTORY='["orders"]'))
+
+
 @pytest.fixture
 def sb(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> SandboxProcess:
     sandbox: SandboxProcess = sandbox_factory(*FLAGS)
-    set_env(monkeypatch, fast_env(sandbox, SOURCES__CIKLEK__HISTORY='["orders"]'))
+    use(sandbox, monkeypatch)
     return sandbox
 
 
@@ -228,15 +234,43 @@ def test_history_switched_on_later_starts_from_the_current_rows_once(
     ]
 
 
+Versioned = tuple[Path, SandboxProcess, str, dt.datetime]  # base dir, sandbox, order, its change
+
+
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Versioned]:
+    """A sandbox and a DuckDB warehouse (with its state directory) holding two versions of one
+    order: both full-refresh tests refresh their own copy of it (`copy_of`) and only read the
+    sandbox, so the syncs before the refresh are run once."""
+    base = tmp_path_factory.mktemp("versioned")
+    (base / "work").mkdir()
+    with SandboxProcess(*[str(f) for f in FLAGS]) as sandbox, pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base / "work")
+        mp.setenv("CIKLEK_HOME", str(base / "ciklek-home"))
+        use(sandbox, mp)
+        sync()
+        rid = sorted(api_records(sandbox))[3]
+        t1 = change(sandbox, rid, status="confirmed")
+        sync()
+        yield base, sandbox, rid, t1
+
+
+def copy_of(versioned: Versioned, work: Path, monkeypatch: pytest.MonkeyPatch) -> Versioned:
+    """This test's own copy of the warehouse and state directory of `versioned`."""
+    base, sandbox, rid, t1 = versioned
+    shutil.copy(base / "work" / DEFAULT_DB, work / DEFAULT_DB)
+    shutil.copytree(base / "ciklek-home", work.parent / "ciklek-home")
+    monkeypatch.setenv("CIKLEK_HOME", str(work.parent / "ciklek-home"))
+    use(sandbox, monkeypatch)
+    return work, sandbox, rid, t1
+
+
 @pytest.mark.parametrize("drop_first", [False, True], ids=["swap", "drop-first"])
 def test_a_full_refresh_keeps_the_history(
-    sb: SandboxProcess, clean_env: Path, drop_first: bool
+    versioned: Versioned, clean_env: Path, monkeypatch: pytest.MonkeyPatch, drop_first: bool
 ) -> None:
     db = clean_env / DEFAULT_DB
-    sync()
-    rid = sorted(api_records(sb))[3]
-    t1 = change(sb, rid, status="confirmed")
-    sync()
+    _, sb, rid, t1 = copy_of(versioned, clean_env, monkeypatch)
     before = query(db, "select id, updated_at from ciklek.orders_versions order by 1, 2")
     assert len(before) == 61
 

@@ -27,6 +27,7 @@ from tests.hostile_server import (
     self_signed,
 )
 from tests.inproc import run_main
+from tests.quick_retries import short_backoff
 
 SENTINEL = "bsk_live_SENTINEL_hostile_5a4b"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -153,7 +154,11 @@ def test_a_page_with_more_records_than_limit_is_a_broken_contract_naming_the_lim
 # ---- garbled pages, hangs, absurd headers: retried, then 75 -------------------------------
 
 
-def test_a_body_nested_too_deep_is_a_garbled_page_retried_then_exit_75() -> None:
+def test_a_body_nested_too_deep_is_a_garbled_page_retried_then_exit_75(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short_backoff(monkeypatch)  # retried, then 75: how long the one back-off is is no matter
+
     def respond(seen: Seen) -> Answer:
         return Answer(200, b"[" * 100_000, {"Content-Type": "application/json"})
 
@@ -165,7 +170,10 @@ def test_a_body_nested_too_deep_is_a_garbled_page_retried_then_exit_75() -> None
     assert len(api.requests) == 2
 
 
-def test_a_trickled_body_is_cut_at_the_request_deadline_then_exit_75() -> None:
+def test_a_trickled_body_is_cut_at_the_request_deadline_then_exit_75(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short_backoff(monkeypatch)  # the deadline is the point, not the back-off between attempts
     body = json.dumps({"data": [], "meta": {"next_cursor": None}}).encode() + b" " * 5000
 
     def respond(seen: Seen) -> Answer:
@@ -187,7 +195,14 @@ def test_a_trickled_body_is_cut_at_the_request_deadline_then_exit_75() -> None:
 
 
 @pytest.mark.parametrize("reset", ["1e20", "inf", "nan", "-1", "9" * 40])
-def test_an_absurd_rate_limit_reset_is_never_exit_1_nor_minutes_of_waiting(reset: str) -> None:
+def test_an_absurd_rate_limit_reset_is_never_exit_1_nor_minutes_of_waiting(
+    reset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The absurd Reset must fall back to the short exponential back-off, not be waited for:
+    # with that back-off at 20 ms, honouring the Reset (or waiting max_wait_seconds) would
+    # still show as minutes here.
+    short_backoff(monkeypatch)
+
     def respond(seen: Seen) -> Answer:
         headers = {"X-RateLimit-Limit": "120", "X-RateLimit-Remaining": "0"}
         error = {"error": {"code": "rate_limited", "message": "slow down", "status": 429}}

@@ -4,12 +4,16 @@ them, a no-change sync stays one request per resource, and a sweep re-reads what
 it ran, so it marks no live record, with or without `--force`.
 
 The sandbox makes a change late on demand (`POST /_sandbox/mutate?...&late_seconds=30` stamps
-it 30 s in the past; a PATCH may set `updated_at` itself), so nothing here waits.
+it 30 s in the past; a PATCH may set `updated_at` itself), so nothing here waits. The three
+tests that finish a sweep with late commits share the syncs that stopped it (`stopped_sweep`):
+each finishes its own copy of that warehouse and state directory, against the same sandbox.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,18 @@ from tests.syncutil import PAGE, api_records, assert_orders_match_api, fast_env,
 FLAGS = ("--orders", 100, "--customers", 10, "--products", 5, "--window-limit", 1_000_000)
 
 
+def use(sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One chunk per sync: no test here is about where a chunk ends, and each chunk is a load.
+    env = fast_env(
+        sandbox, SOURCES__CIKLEK__HISTORY="orders", SOURCES__CIKLEK__CHECKPOINT_PAGES="100"
+    )
+    set_env(monkeypatch, env)
+
+
 @pytest.fixture
 def sb(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> SandboxProcess:
     sandbox: SandboxProcess = sandbox_factory(*FLAGS)
-    set_env(monkeypatch, fast_env(sandbox, SOURCES__CIKLEK__HISTORY="orders"))
+    use(sandbox, monkeypatch)
     return sandbox
 
 
@@ -133,12 +145,44 @@ def _late_commits_during_a_sweep(sb: SandboxProcess) -> list[str]:
     return moved
 
 
+Stopped = tuple[Path, SandboxProcess, list[str]]  # base dir, sandbox, the five moved ids
+
+
+@pytest.fixture(scope="module")
+def stopped_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
+    """One sandbox, and a warehouse with its state directory, as `_late_commits_during_a_sweep`
+    leaves them: the tests below only finish that sweep, each on a copy of the warehouse and
+    state (`copy_of`), and only read the sandbox, so the four syncs before are run once."""
+    base = tmp_path_factory.mktemp("stopped-sweep")
+    (base / "work").mkdir()
+    with SandboxProcess(*[str(f) for f in FLAGS]) as sandbox, pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base / "work")
+        mp.setenv("CIKLEK_HOME", str(base / "ciklek-home"))
+        use(sandbox, mp)
+        yield base, sandbox, _late_commits_during_a_sweep(sandbox)
+
+
+def copy_of(
+    stopped: Stopped, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SandboxProcess, list[str]]:
+    """This test's own copy of the stopped sweep's warehouse and state directory."""
+    base, sandbox, moved = stopped
+    shutil.copy(base / "work" / DEFAULT_DB, work / DEFAULT_DB)
+    shutil.copytree(base / "ciklek-home", work.parent / "ciklek-home")
+    monkeypatch.setenv("CIKLEK_HOME", str(work.parent / "ciklek-home"))
+    use(sandbox, monkeypatch)
+    return sandbox, list(moved)
+
+
 @pytest.mark.parametrize("force", [False, True], ids=["sweep", "sweep --force"])
 def test_a_sweep_with_late_commits_marks_no_live_record(
-    sb: SandboxProcess, clean_env: Path, force: bool
+    stopped_sweep: Stopped,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    force: bool,
 ) -> None:
     db = clean_env / DEFAULT_DB
-    moved = _late_commits_during_a_sweep(sb)
+    sb, moved = copy_of(stopped_sweep, clean_env, monkeypatch)
     completed = sync(sweep=True, force=force)
     assert completed.exit_code == 0, completed.messages
     out = completed.report.outcome("orders")
@@ -157,13 +201,13 @@ def test_a_sweep_with_late_commits_marks_no_live_record(
 
 
 def test_without_the_look_back_the_same_sweep_would_mark_live_records(
-    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+    stopped_sweep: Stopped, clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Why the re-read exists: with `lookback_seconds = 0` the sweep misses the five, its guard
     refuses (they are fewer than the list announced), and forcing it marks five live orders."""
-    monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", "0")
     db = clean_env / DEFAULT_DB
-    moved = _late_commits_during_a_sweep(sb)
+    sb, moved = copy_of(stopped_sweep, clean_env, monkeypatch)
+    monkeypatch.setenv("SOURCES__CIKLEK__LOOKBACK_SECONDS", "0")  # the same sweep, finished
     refused = sync(sweep=True)
     assert refused.exit_code == 6
     assert "the list left records out" in (refused.report.outcome("orders").sweep_refused or "")
