@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import DEFAULT_DB, query, sync_env
 from tests.inproc import Result, run_main
+from tests.quick_retries import short_backoff
 from tests.sandbox_proc import SandboxProcess
 
 SENTINEL = "bsk_live_SENTINEL_9f8e7d"
@@ -84,8 +87,9 @@ def test_unnamed_resources_without_scope_are_skipped_and_named_ones_exit_3(
 
 
 def test_transient_failures_outliving_retries_exit_75_and_keep_progress(
-    sandbox_factory: Any, clean_env: Path
+    sandbox_factory: Any, clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_backoff(monkeypatch)  # the attempts and the exit code are the point, not the wait
     sb = sandbox_factory(*SMALL, "--key", f"{SENTINEL}={ALL_READ}", "--error-rate", 1)
     run = cli(sb, "sync", "--resources", "orders", SOURCES__CIKLEK__MAX_ATTEMPTS="2")
     assert run.returncode == 75, run.stdout + run.stderr

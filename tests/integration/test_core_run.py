@@ -58,7 +58,11 @@ def test_a_level_the_user_set_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dlt.config.get("runtime.dlthub_telemetry") is None
 
 
-def test_no_loaded_package_with_data_remains(sb: SandboxProcess, clean_env: Path) -> None:
+def test_no_loaded_package_with_data_remains(
+    sb: SandboxProcess, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two chunks of orders (20 pages in 10s) still leave several packages, in fewer commits.
+    monkeypatch.setenv("SOURCES__CIKLEK__CHECKPOINT_PAGES", "10")
     result = run_sync(SyncOptions(resources=["orders", "customers"], progress=False))
     assert result.exit_code == 0 and result.report.outcome("orders").chunks > 1
     home = Path(os.environ["CIKLEK_HOME"])
