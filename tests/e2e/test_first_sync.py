@@ -11,22 +11,19 @@ from tests.helpers import DEFAULT_DB, query, run_cli, sync_env
 from tests.inproc import run_main
 from tests.sandbox_proc import SandboxProcess
 
-ORDERS = 400
-
 
 def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
     sandbox_factory, clean_env: Path
 ) -> None:
-    # Several pages of each (default page size 100), without the volume costing a minute.
-    sb: SandboxProcess = sandbox_factory("--orders", ORDERS, "--customers", 150, "--products", 60)
+    sb: SandboxProcess = sandbox_factory("--orders", 1200, "--customers", 150, "--products", 60)
     env = sync_env(sb)
     first = run_cli("sync", env=env)  # the console script: one whole journey
     assert first.returncode == 0, first.stderr
     db = clean_env / DEFAULT_DB
     counts = sb.stats()["counts"]
-    assert counts["orders"] == ORDERS
+    assert counts["orders"] == 1200
     # The analyst's query on the default file works (no catalog/dataset ambiguity).
-    assert query(db, "select count(*) from ciklek.orders") == [(ORDERS,)]
+    assert query(db, "select count(*) from ciklek.orders") == [(1200,)]
     assert query(db, "select count(*) from ciklek.customers") == [(150,)]
     assert query(db, "select count(*) from ciklek.products") == [(60,)]
 
@@ -71,10 +68,10 @@ def test_sync_loads_every_record_and_a_second_sync_adds_no_duplicates(
 
     # Second sync: nothing changed, so one request per resource and no duplicates.
     before = sb.stats()["requests"]
-    second = run_main("sync", env=env)  # in-process: the first run was the console script
+    second = run_cli("sync", env=env)
     assert second.returncode == 0, second.stderr
     assert sb.stats()["requests"] - before == 3
-    assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(ORDERS, ORDERS)]
+    assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(1200, 1200)]
     assert query(db, "select count(*) from ciklek.order_line_items where not _ciklek_deleted") == [
         (expected_items,)
     ]

@@ -19,11 +19,7 @@ def _items(db: Path, order_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def test_removed_items_disappear_including_an_orders_last_item(
-    sandbox_factory, clean_env: Path
-) -> None:
-    # One page of orders: enough orders with three or more items for both cases.
-    sandbox = sandbox_factory("--orders", 60, "--customers", 20, "--products", 20)
+def test_removed_items_disappear_including_an_orders_last_item(sandbox, clean_env: Path) -> None:
     env = sync_env(sandbox)
     assert run_main("sync", "--resources", "orders", env=env).returncode == 0
     db = clean_env / DEFAULT_DB

@@ -57,9 +57,7 @@ def test_requests_on_counts_runs_started_that_utc_day() -> None:
     assert requests_on(runs, T0.date()) == 14  # 01:00+05:00 is the 28th in UTC
 
 
-def test_read_runs_from_a_synced_duckdb_file(sandbox_factory, clean_env: Path) -> None:
-    # One page per resource: the run log, not the volume, is the point.
-    sandbox: SandboxProcess = sandbox_factory("--orders", 60, "--customers", 30, "--products", 20)
+def test_read_runs_from_a_synced_duckdb_file(sandbox: SandboxProcess, clean_env: Path) -> None:
     first = run_main("sync", env=sync_env(sandbox))
     assert first.returncode == 0, first.stderr
     second = run_main("sync", "--resources", "orders", env=sync_env(sandbox))
