@@ -46,6 +46,9 @@ def test_cursor_secret_rotated_twice_during_a_traversal_restarts_it_and_complete
     for at in (4, 9):  # the second rotation lands after the walk restarted from the first
         wait_for(lambda at=at: requests_sent(sb) >= at, what=f"request {at}")
         sb.control_post("rotate_cursor_secret")
+    # Both rotations met (each refused a request): the rest of the walk needs no latency.
+    wait_for(lambda: int(sb.stats()["by_status"].get("400", 0)) >= 2, what="both refusals")
+    sb.control_post("faults", json={"latency_ms": 0})
     assert proc.wait(timeout=120) == 0, log.read_text()
     text = log.read_text()
     assert "restarted from updated_since" in text, text
