@@ -3,7 +3,8 @@
 Runs, in order: the sandbox's own speed (``bench_sandbox.py``, so the numbers below measure the
 tools, not the server), the connector against the peer (``bench_compare.py``: throughput,
 rate-limit use, quota efficiency, resume cost), normalisation (``bench_normalize.py``) and
-slow pages (``bench_slow_pages.py``: ~7 more minutes, its six runs at once; ``--skip slow``).
+slow pages (``bench_slow_pages.py``: ~7 more minutes, its six runs at once; ``--skip slow``) and
+what a sync costs beside its pages (``bench_sync_overhead.py``; ``--skip overhead``).
 Sized to finish in about twenty minutes on a 2-core machine. Not part of ``make test``.
 
 Run: ``python bench/run.py [--repeats 3] [--skip normalize] [--out bench/RESULTS.md]``.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import bench_compare as bc  # noqa: E402
 import bench_slow_pages  # noqa: E402
+import bench_sync_overhead  # noqa: E402
 
 NORMALIZE_ORDERS = 20_000
 TARGET_NORMALIZE_OPS = 25_000
@@ -150,6 +152,7 @@ def report(
     repeats: int,
     elapsed: float,
     slow: dict[str, Any] | None = None,
+    overhead: dict[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
     s13, s2, s4 = cmp["throughput_quota"], cmp["rate_limit"], cmp["resume"]
     c13 = s13["tools"]["connector"]
@@ -372,6 +375,10 @@ def report(
         targets += slow_targets
     elif slow is not None:
         out += ["## 6. Slow pages", "", f"Not measured: {slow.get('error')}", ""]
+    if overhead is not None and "ratio" in overhead:  # section 7 (issue 20)
+        out += [bench_sync_overhead.markdown(overhead), ""]
+    elif overhead is not None:
+        out += ["## 7. What a sync costs beside its pages", "", f"Not measured: {overhead}", ""]
     out += ["## Targets", ""]
     out += [f"- {t}" for t in targets]
     out.append("")
@@ -382,7 +389,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["normalize", "sandbox", "slow"]
+        "--skip", action="append", default=[], choices=["normalize", "sandbox", "slow", "overhead"]
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args()
@@ -411,8 +418,20 @@ def main() -> int:
         else step("normalize", lambda: run_normalize_bench(args.repeats))
     )
     slow = None if "slow" in args.skip else step("slow pages", bench_slow_pages.run_all)
+    overhead = (
+        None
+        if "overhead" in args.skip
+        else step("sync overhead", lambda: bench_sync_overhead.run_all(max(args.repeats, 5)))
+    )
     text, _ = report(
-        info, sandbox, cmp, norm, args.repeats, time.perf_counter() - started, slow=slow
+        info,
+        sandbox,
+        cmp,
+        norm,
+        args.repeats,
+        time.perf_counter() - started,
+        slow=slow,
+        overhead=overhead,
     )
     args.out.write_text(text)
     print(text)
