@@ -292,13 +292,14 @@ DIRECT_WRITE_DESTINATIONS = ("duckdb", "postgres")  # the SQL of run_log.py is t
 def _run_rows_alone(pipeline: dlt.Pipeline, setup: SourceSetup) -> bool:
     """Whether the run row's load would carry nothing but the run row and the ledger's closing
     row into tables that already hold every column of them: then two INSERTs write what the
-    load would (a no-change sync 1.4 s -> 1.0 s). Anything else (rejects or versions held back,
-    a schema change not yet recorded, resource state to commit, a table or column still to
-    create, another destination) goes through dlt."""
+    load would, in milliseconds instead of half a second (bench/RESULTS.md section 7).
+    Anything else (rejects or versions held back, a schema change noted in this run, resource
+    state to commit, a table or column still to create, another destination) goes through
+    dlt."""
     report = setup.report
     if report.pending_rejects or report.pending_versions or report.state_updates:
         return False
-    if report.columns.changes() or report.ledger_row is None:
+    if report.columns.changes():
         return False
     if pipeline.destination.destination_name not in DIRECT_WRITE_DESTINATIONS:
         return False

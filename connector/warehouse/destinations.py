@@ -95,11 +95,13 @@ def remembering_capabilities(destination: Destination[Any, Any]) -> Destination[
     """The destination, answering `capabilities()` from the first answer per naming convention.
 
     Why: dlt asks a destination for its capabilities about 190 times in one sync, and each
-    answer resolves the destination's whole configuration from every provider again (3-6 ms):
-    a fifth of a small sync's time. The answer cannot change during a run (the settings are
-    read once; this instance lives for one run), so the first is kept and a deep copy handed
-    out (dlt assigns to the object it gets). Calls with an explicit `config` are dlt's own
-    per-client answers and go through untouched.
+    answer resolves the destination's whole configuration from every provider again (3-6 ms;
+    bench/RESULTS.md section 7 measures this and the run-row shortcut together). The answer
+    cannot change during a run (the settings are read once; this instance lives for one run),
+    so the first per kind of naming convention is kept (its class, case sensitivity and length
+    limit: all that capabilities read of it; dlt makes a new naming object per schema) and a
+    deep copy handed out (dlt assigns to the object it gets). Calls with an explicit `config`
+    are dlt's own per-client answers and go through untouched.
     """
     asked = destination.capabilities
     kept: dict[tuple[object, ...], Any] = {}
