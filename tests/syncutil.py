@@ -6,17 +6,19 @@ fails when a record is lost, duplicated or stale, whatever the code path that ca
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import CIKLEK_BIN, query, sync_env
+from tests.helpers import CIKLEK_BIN, DEFAULT_DB, query, sync_env
 from tests.inproc import Result, run_main
 from tests.sandbox_proc import SandboxProcess
 
@@ -171,3 +173,25 @@ def splits_in(*texts: str, resource: str = "orders") -> int:
     line = re.compile(rf"split {re.escape(resource)}: at [^,\s]+, ranges \d+")
     # Whole lines of that shape, not a count of words in text that holds timestamps and ids.
     return sum(1 for text in texts for ln in text.splitlines() if line.fullmatch(ln))
+
+
+@contextlib.contextmanager
+def shared_warehouse(base: Path, flags: tuple[str | int, ...]) -> Iterator[SandboxProcess]:
+    """For a module fixture: a sandbox, and `base/work` (the working directory, where the
+    DuckDB file goes) and `base/ciklek-home` (the state directory) for the syncs that build the
+    warehouse several tests then read; each test takes its own `copy_warehouse` of it."""
+    import pytest
+
+    (base / "work").mkdir()
+    with SandboxProcess(*[str(f) for f in flags]) as sandbox, pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base / "work")
+        mp.setenv("CIKLEK_HOME", str(base / "ciklek-home"))
+        yield sandbox
+
+
+def copy_warehouse(base: Path, work: Path, monkeypatch: Any) -> None:
+    """This test's own copy of a `shared_warehouse`'s DuckDB file (into `work`) and state
+    directory (beside it), which the test's syncs then use."""
+    shutil.copy(base / "work" / DEFAULT_DB, work / DEFAULT_DB)
+    shutil.copytree(base / "ciklek-home", work.parent / "ciklek-home")
+    monkeypatch.setenv("CIKLEK_HOME", str(work.parent / "ciklek-home"))

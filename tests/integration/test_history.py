@@ -12,7 +12,6 @@ Instants are the `updated_at` the sandbox stamped on each change (read from its 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,15 @@ from connector.runs.result import SyncResult
 from connector.runs.sync import run_sync
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import SandboxProcess
-from tests.syncutil import api_records, assert_orders_match_api, fast_env, instant, set_env
+from tests.syncutil import (
+    api_records,
+    assert_orders_match_api,
+    copy_warehouse,
+    fast_env,
+    instant,
+    set_env,
+    shared_warehouse,
+)
 
 FLAGS = ("--orders", 60, "--customers", 10, "--products", 5, "--window-limit", 1_000_000)
 US = dt.timedelta(microseconds=1)
@@ -243,10 +250,7 @@ def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Versioned]:
     order: both full-refresh tests refresh their own copy of it (`copy_of`) and only read the
     sandbox, so the syncs before the refresh are run once."""
     base = tmp_path_factory.mktemp("versioned")
-    (base / "work").mkdir()
-    with SandboxProcess(*[str(f) for f in FLAGS]) as sandbox, pytest.MonkeyPatch.context() as mp:
-        mp.chdir(base / "work")
-        mp.setenv("CIKLEK_HOME", str(base / "ciklek-home"))
+    with shared_warehouse(base, FLAGS) as sandbox, pytest.MonkeyPatch.context() as mp:
         use(sandbox, mp)
         sync()
         rid = sorted(api_records(sandbox))[3]
@@ -258,9 +262,7 @@ def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Versioned]:
 def copy_of(versioned: Versioned, work: Path, monkeypatch: pytest.MonkeyPatch) -> Versioned:
     """This test's own copy of the warehouse and state directory of `versioned`."""
     base, sandbox, rid, t1 = versioned
-    shutil.copy(base / "work" / DEFAULT_DB, work / DEFAULT_DB)
-    shutil.copytree(base / "ciklek-home", work.parent / "ciklek-home")
-    monkeypatch.setenv("CIKLEK_HOME", str(work.parent / "ciklek-home"))
+    copy_warehouse(base, work, monkeypatch)
     use(sandbox, monkeypatch)
     return work, sandbox, rid, t1
 

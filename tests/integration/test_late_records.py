@@ -12,7 +12,6 @@ each finishes its own copy of that warehouse and state directory, against the sa
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,16 @@ from connector.runs.result import SyncResult
 from connector.runs.sync import run_sync
 from tests.helpers import DEFAULT_DB, query
 from tests.sandbox_proc import SandboxProcess
-from tests.syncutil import PAGE, api_records, assert_orders_match_api, fast_env, instant, set_env
+from tests.syncutil import (
+    PAGE,
+    api_records,
+    assert_orders_match_api,
+    copy_warehouse,
+    fast_env,
+    instant,
+    set_env,
+    shared_warehouse,
+)
 
 FLAGS = ("--orders", 100, "--customers", 10, "--products", 5, "--window-limit", 1_000_000)
 
@@ -154,10 +162,7 @@ def stopped_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]
     leaves them: the tests below only finish that sweep, each on a copy of the warehouse and
     state (`copy_of`), and only read the sandbox, so the four syncs before are run once."""
     base = tmp_path_factory.mktemp("stopped-sweep")
-    (base / "work").mkdir()
-    with SandboxProcess(*[str(f) for f in FLAGS]) as sandbox, pytest.MonkeyPatch.context() as mp:
-        mp.chdir(base / "work")
-        mp.setenv("CIKLEK_HOME", str(base / "ciklek-home"))
+    with shared_warehouse(base, FLAGS) as sandbox, pytest.MonkeyPatch.context() as mp:
         use(sandbox, mp)
         yield base, sandbox, _late_commits_during_a_sweep(sandbox)
 
@@ -167,9 +172,7 @@ def copy_of(
 ) -> tuple[SandboxProcess, list[str]]:
     """This test's own copy of the stopped sweep's warehouse and state directory."""
     base, sandbox, moved = stopped
-    shutil.copy(base / "work" / DEFAULT_DB, work / DEFAULT_DB)
-    shutil.copytree(base / "ciklek-home", work.parent / "ciklek-home")
-    monkeypatch.setenv("CIKLEK_HOME", str(work.parent / "ciklek-home"))
+    copy_warehouse(base, work, monkeypatch)
     use(sandbox, monkeypatch)
     return sandbox, list(moved)
 
