@@ -52,7 +52,11 @@ def decide(result: SyncResult, options: SyncOptions) -> None:
         if outcome.sweep_refused is not None:
             codes.append(EXIT_SWEEP_REFUSED)
             result.messages.append(f"{name}: {outcome.sweep_refused}")
-    for text in stop_texts(report.stops()):
+    # In the run's resource order, not the order the walks (running at once) happened to stop
+    # in: the same stop is named the same way however the threads were scheduled.
+    stops = [report.outcome(name).stop for name in settings.resources]
+    stops += report.stops()
+    for text in stop_texts([stop for stop in stops if stop is not None]):
         result.messages.append(f"stopped early: {text}")
     if result.resume_at is not None:
         result.messages.append(f"resume after {stamp(result.resume_at)}")
