@@ -104,6 +104,20 @@ def requests_sent(sb: SandboxProcess) -> int:
     return int(sb.stats()["requests"])
 
 
+def requests_after_kill(sb: SandboxProcess, quiet: float = 0.25, timeout: float = 10.0) -> int:
+    """The sandbox's count once it stops moving: a request the killed process had already sent
+    may still be in the sandbox's socket buffer when the kill returns, and be counted a moment
+    later (seen under load: the rerun was then charged one request the killed run spent)."""
+    deadline = time.monotonic() + timeout
+    count = requests_sent(sb)
+    while True:
+        time.sleep(quiet)
+        now = requests_sent(sb)
+        if now == count or time.monotonic() > deadline:
+            return now
+        count = now
+
+
 def read_status(home: Path, pipeline: str = "ciklek") -> dict[str, Any] | None:
     try:
         return json.loads((home / "runs" / pipeline / "status.json").read_text())

@@ -28,6 +28,7 @@ from tests.syncutil import (
     fast_env,
     item_rows,
     order_rows,
+    requests_after_kill,
     requests_sent,
     run_sync_cli,
     run_sync_main,
@@ -63,7 +64,7 @@ def test_sigkill_mid_backfill_then_rerun_equals_a_clean_sync(
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
-    killed_requests = requests_sent(sb)
+    killed_requests = requests_after_kill(sb)
     assert killed_requests < ORDER_PAGES, "the sync finished before it could be killed"
 
     set_latency(sb, 0)  # the latency made the run killable; the re-run and the clean one need none

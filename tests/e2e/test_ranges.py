@@ -23,6 +23,7 @@ from tests.syncutil import (
     api_records,
     fast_env,
     read_status,
+    requests_after_kill,
     requests_sent,
     run_sync_cli,
     run_sync_main,
@@ -209,7 +210,7 @@ def test_sigkill_while_in_ranges_then_rerun_loses_duplicates_and_re_spends_nothi
     wait_for(lambda: requests_sent(sb) >= committed + 2, what="the next chunk's pages")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
-    killed = requests_sent(sb)
+    killed = requests_after_kill(sb)
 
     rerun = run_sync_main(env, "--resources", "orders", cwd=clean_env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
