@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -88,11 +89,29 @@ def open_destination(
             sleep(min(WAIT_STEP_SECONDS, left))
 
 
+# Each pipeline object's resolved credentials (a pipeline object lives for one run).
+_CREDENTIALS: weakref.WeakKeyDictionary[dlt.Pipeline, object] = weakref.WeakKeyDictionary()
+
+
+def destination_credentials(pipeline: dlt.Pipeline) -> object:
+    """The destination's credentials, resolved once per pipeline object.
+
+    Why: the checks before the first request, the label in every destination message and the
+    read copy each need them, and every `destination_client()` resolves the destination's whole
+    configuration from every provider again (~9 ms each; five of them in every sync). Settings
+    are read once per run and the pipeline object lives for one run, so the first answer holds.
+    A resolution that fails (credentials missing) is not kept: the caller reports it.
+    """
+    if pipeline not in _CREDENTIALS:
+        _CREDENTIALS[pipeline] = pipeline.destination_client().config.credentials
+    return _CREDENTIALS[pipeline]
+
+
 def duckdb_database(pipeline: dlt.Pipeline) -> Path | None:
     """The DuckDB file the pipeline loads into; None for any other destination (or in memory)."""
     if pipeline.destination.destination_name != "duckdb":
         return None
-    database = getattr(pipeline.destination_client().config.credentials, "database", None)
+    database = getattr(destination_credentials(pipeline), "database", None)
     if not isinstance(database, str) or database in ("", ":memory:") or database.startswith("md:"):
         return None
     return Path(database).absolute()
@@ -104,7 +123,7 @@ def destination_label(pipeline: dlt.Pipeline) -> str:
     database = duckdb_database(pipeline)
     if database is not None:
         return f"{name} {database}"
-    credentials = pipeline.destination_client().config.credentials
+    credentials = destination_credentials(pipeline)
     host, port = getattr(credentials, "host", None), getattr(credentials, "port", None)
     db = getattr(credentials, "database", None)
     if isinstance(host, str) and host:
@@ -116,7 +135,7 @@ def check_destination_config(pipeline: dlt.Pipeline) -> None:
     """Resolve the destination's credentials now: dlt would only notice them missing after the
     first chunk was fetched, and report it as a crash rather than a configuration problem."""
     try:
-        pipeline.destination_client()
+        destination_credentials(pipeline)
     except ConfigFieldMissingException as exc:
         name = pipeline.destination.destination_name
         raise ConfigError(
@@ -232,7 +251,7 @@ def check_before_requests(pipeline: dlt.Pipeline, settings: Settings) -> None:
     DestinationNeedsPerson (7); a DuckDB file another process holds is waited for first.
     """
     # The warehouse password is never printed, whatever a driver's message happens to contain.
-    password = getattr(pipeline.destination_client().config.credentials, "password", None)
+    password = getattr(destination_credentials(pipeline), "password", None)
     register_secret(password if isinstance(password, str) else None)
     label = destination_label(pipeline)
     open_destination(

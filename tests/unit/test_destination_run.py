@@ -25,7 +25,13 @@ from connector.errors import (
     DestinationUnavailable,
     QuotaExhausted,
 )
-from connector.warehouse.checks import WaitLines, check_read_copy, destination_label
+from connector.warehouse.checks import (
+    WaitLines,
+    check_destination_config,
+    check_read_copy,
+    destination_label,
+    duckdb_database,
+)
 from connector.warehouse.faults import (
     DestinationFault,
     FaultKind,
@@ -64,6 +70,39 @@ def test_labels_name_the_place_never_the_password(tmp_path: Path) -> None:
     )
     pg = pipeline_for(dlt.destinations.postgres("postgresql://u:s3cret@db.local:5433/wh"), tmp_path)
     assert destination_label(pg) == "postgres db.local:5433/wh"
+
+
+def test_the_destination_is_resolved_once_per_pipeline_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks before the first request and the labels share one resolution per run."""
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://u:pw@first.local/wh")
+    pg = pipeline_for(dlt.destinations.postgres(), tmp_path)
+    asked = 0
+    resolve = pg.destination_client
+
+    def counted() -> object:
+        nonlocal asked
+        asked += 1
+        return resolve()
+
+    monkeypatch.setattr(pg, "destination_client", counted)
+    check_destination_config(pg)
+    assert destination_label(pg) == destination_label(pg) == "postgres first.local:5432/wh"
+    assert duckdb_database(pg) is None
+    assert asked == 1
+    # A new pipeline object (the next run) reads the settings as they are then.
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://u:pw@second.local/wh")
+    assert destination_label(pipeline_for(dlt.destinations.postgres(), tmp_path)) == (
+        "postgres second.local:5432/wh"
+    )
+    # Missing credentials are said (exit 2) and not remembered: set, they are found.
+    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS")
+    bare = pipeline_for(dlt.destinations.postgres(), tmp_path)
+    with pytest.raises(ConfigError, match="is not configured"):
+        check_destination_config(bare)
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://u:pw@third.local/wh")
+    assert destination_label(bare) == "postgres third.local:5432/wh"
 
 
 def test_read_copy_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
