@@ -102,17 +102,19 @@ def read_runs(pipeline: object, pipeline_name: str) -> list[RunRecord]:
     `pipeline` is a dlt pipeline whose destination and dataset are set; no Ciklek request.
     """
     with pipeline.sql_client() as client:  # type: ignore[attr-defined]
-        table = client.make_qualified_table_name(RUNS_TABLE)
-        try:
-            with client.execute_query(f"SELECT * FROM {table} LIMIT 0") as cursor:
-                has_kind = "kind" in {str(d[0]) for d in cursor.description or []}
-        except DatabaseUndefinedRelation:
-            return []
-        select = "started_at, outcome, resources, requests" + (", kind" if has_kind else "")
-        select += ", run_id"
-        rows = client.execute_sql(
-            f"SELECT {select} FROM {table} WHERE pipeline = %s", pipeline_name
-        )
+        return _runs(client, pipeline_name)
+
+
+def _runs(client: Any, pipeline_name: str) -> list[RunRecord]:
+    table = client.make_qualified_table_name(RUNS_TABLE)
+    try:
+        with client.execute_query(f"SELECT * FROM {table} LIMIT 0") as cursor:
+            has_kind = "kind" in {str(d[0]) for d in cursor.description or []}
+    except DatabaseUndefinedRelation:
+        return []
+    select = "started_at, outcome, resources, requests" + (", kind" if has_kind else "")
+    select += ", run_id"
+    rows = client.execute_sql(f"SELECT {select} FROM {table} WHERE pipeline = %s", pipeline_name)
     records = (record_from_row(row, has_kind) for row in rows or [])
     return [r for r in records if r is not None]
 
@@ -121,14 +123,18 @@ def read_request_ledger(pipeline: object, pipeline_name: str) -> list[LedgerEntr
     """The pipeline's rows of `_ciklek_request_ledger` ([] when there are none): per run and
     UTC day, `used` of a closed row, `reserved` of an open one (a run killed mid-way)."""
     with pipeline.sql_client() as client:  # type: ignore[attr-defined]
-        table = client.make_qualified_table_name(LEDGER_TABLE)
-        try:
-            rows = client.execute_sql(
-                f"SELECT run_id, day, reserved, used, closed FROM {table} WHERE pipeline = %s",
-                pipeline_name,
-            )
-        except DatabaseUndefinedRelation:
-            return []
+        return _ledger_entries(client, pipeline_name)
+
+
+def _ledger_entries(client: Any, pipeline_name: str) -> list[LedgerEntry]:
+    table = client.make_qualified_table_name(LEDGER_TABLE)
+    try:
+        rows = client.execute_sql(
+            f"SELECT run_id, day, reserved, used, closed FROM {table} WHERE pipeline = %s",
+            pipeline_name,
+        )
+    except DatabaseUndefinedRelation:
+        return []
     entries = []
     for run_id, day, reserved, used, closed in rows or []:
         counted = used if closed else reserved
@@ -192,9 +198,10 @@ def restore_ledger(pipeline: object, pipeline_name: str, ledger_path: Path, key:
     today = utc_today()
     if pipeline_name in read_ledger(ledger_path).get(key, {}).get(today, {}):
         return 0
-    try:
-        runs = read_runs(pipeline, pipeline_name)
-        ledger = read_request_ledger(pipeline, pipeline_name)
+    try:  # one connection for both tables (each opening resolves the destination again)
+        with pipeline.sql_client() as client:  # type: ignore[attr-defined]
+            runs = _runs(client, pipeline_name)
+            ledger = _ledger_entries(client, pipeline_name)
     except Exception:  # no dataset yet, an unreachable warehouse: the sync itself will say so
         return 0
     used = requests_on(runs, dt.date.fromisoformat(today), ledger)
