@@ -1,13 +1,15 @@
-"""What a sync costs beside its pages (issue 20): the two shortcuts measured against themselves.
+"""What a sync costs beside its pages (issue 20): the shortcuts measured against themselves.
 
 A sync's own work beside fetching pages is mostly dlt's: resolving configuration, one load per
-chunk, the run row's load. Two shortcuts cut it: destinations keep their `capabilities()` answer
+chunk, the run row's load. Three shortcuts cut it: destinations keep their `capabilities()` answer
 (connector/warehouse/destinations.py; dlt asks ~190 times a sync, each a full configuration
-resolution) and a run that loaded nothing else writes its run row and its closed ledger row by two
-INSERTs (connector/runs/sync.py `_run_rows_alone`). Here a no-change sync and a fresh sync of a
-small dataset run alternately with both shortcuts and without them (patched off in this process
-only), against one sandbox with no latency and no rate limit, so the time is the connector's and
-dlt's. Reported: medians and the ratio with/without, from this one run.
+resolution), the checks before the first request resolve the destination's credentials once per
+run instead of five times (connector/warehouse/checks.py `destination_credentials`), and a run
+that loaded nothing else writes its run row and its closed ledger row by two INSERTs
+(connector/runs/sync.py `_run_rows_alone`). Here a no-change sync and a fresh sync of a small
+dataset run alternately with the shortcuts and without them (patched off in this process only),
+against one sandbox with no latency and no rate limit, so the time is the connector's and dlt's.
+Reported: medians and the ratio with/without, from this one run.
 
 Run: ``python bench/bench_sync_overhead.py [--repeats N] [--json out.json]``.
 """
@@ -30,6 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 import connector.runs.sync as sync  # noqa: E402
+import connector.warehouse.checks as checks  # noqa: E402
 import connector.warehouse.destinations as destinations  # noqa: E402
 from connector.runs.options import SyncOptions  # noqa: E402
 from tests.sandbox_proc import SandboxProcess  # noqa: E402
@@ -38,17 +41,30 @@ DATA = ("--orders", "200", "--customers", "20", "--products", "20")  # 2 + 1 + 1
 WITH, WITHOUT = "with the shortcuts", "without them"
 
 
+def _resolved_each_time(pipeline: Any) -> object:
+    return pipeline.destination_client().config.credentials
+
+
 @contextmanager
 def shortcuts(on: bool) -> Iterator[None]:
-    """Both shortcuts as shipped, or both patched off (the code paths they replace)."""
-    kept = destinations.remembering_capabilities, sync._run_rows_alone
+    """The shortcuts as shipped, or all patched off (the code paths they replace)."""
+    kept = (
+        destinations.remembering_capabilities,
+        sync._run_rows_alone,
+        checks.destination_credentials,
+    )
     if not on:
         destinations.remembering_capabilities = lambda destination: destination  # type: ignore[assignment]
         sync._run_rows_alone = lambda pipeline, setup: False  # type: ignore[assignment]
+        checks.destination_credentials = _resolved_each_time  # type: ignore[assignment]
     try:
         yield
     finally:
-        destinations.remembering_capabilities, sync._run_rows_alone = kept
+        (
+            destinations.remembering_capabilities,
+            sync._run_rows_alone,
+            checks.destination_credentials,
+        ) = kept
 
 
 def _sync(workdir: Path, name: str) -> float:
@@ -112,7 +128,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "A fresh sync of 200 orders, 20 customers and 20 products (4 pages) and a no-change "
         "sync after it, against a "
-        "sandbox with no latency and no rate limit, alternating with the two shortcuts and "
+        "sandbox with no latency and no rate limit, alternating with the three shortcuts and "
         f"without them (patched off in this process), {result['repeats']} times each "
         "(bench/bench_sync_overhead.py).",
         "",
