@@ -49,7 +49,7 @@ from connector.records.normalize import (
 from connector.records.undocumented import TableColumns
 from connector.runs.compose import SourceSetup, bare_setup
 from connector.runs.request_ledger import LEDGER_COLUMNS
-from connector.runs.run_row import RUN_COLUMNS
+from connector.runs.run_row import RUN_COLUMNS, empty_runs_table
 from connector.runs.signals import stop_on_signals
 from connector.runs.sweep import current_load_id, with_load_id
 from connector.traversal.page_loop import Chunk, reconcile, tracker_for, walk
@@ -389,11 +389,13 @@ def _request_ledger(report: RunReport, parallel: bool = False) -> Iterator[objec
     yield [report.ledger_row()]
 
 
-def _runs(report: RunReport) -> Iterator[list[dict[str, object]]]:
+def _runs(report: RunReport) -> Iterator[object]:
     for name, update in report.state_updates.items():  # recorded with the run row's load
         dlt.current.resource_state(name).update(update)
     if report.run_rows:
         yield report.run_rows
+    elif RUNS_TABLE not in dlt.current.source_schema().tables:
+        yield empty_runs_table()  # selected only by a run's first allowance (runs/sync.py)
 
 
 @dlt.source(name="ciklek", max_table_nesting=0)

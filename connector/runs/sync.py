@@ -232,8 +232,11 @@ def _record_allowance(pipeline: dlt.Pipeline, parts: SyncParts) -> None:
             return
         except DatabaseUndefinedRelation:  # the warehouse lost it (a file deleted): load it
             pass
-    source = ciklek_source(resources=[], setup=parts.source).with_resources(LEDGER_TABLE)
-    pipeline.run(source)  # the first run: dlt creates the table
+    tables = [LEDGER_TABLE]
+    if _writes_run_rows_directly(pipeline) and not parts.source.report.state_updates:
+        tables.append(RUNS_TABLE)  # created empty beside it: the run row is then an INSERT
+    source = ciklek_source(resources=[], setup=parts.source).with_resources(*tables)
+    pipeline.run(source)  # the first run: dlt creates the table(s)
     parts.ledger.committed()
 
 
@@ -289,6 +292,10 @@ def _record_run(pipeline: dlt.Pipeline, setup: SourceSetup, row: Row, result: Sy
 DIRECT_WRITE_DESTINATIONS = ("duckdb", "postgres")  # the SQL of run_log.py is tested on these
 
 
+def _writes_run_rows_directly(pipeline: dlt.Pipeline) -> bool:
+    return pipeline.destination.destination_name in DIRECT_WRITE_DESTINATIONS
+
+
 def _run_rows_alone(pipeline: dlt.Pipeline, setup: SourceSetup) -> bool:
     """Whether the run row's load would carry nothing but the run row and the ledger's closing
     row into tables that already hold every column of them: then two INSERTs write what the
@@ -301,7 +308,7 @@ def _run_rows_alone(pipeline: dlt.Pipeline, setup: SourceSetup) -> bool:
         return False
     if report.columns.changes():
         return False
-    if pipeline.destination.destination_name not in DIRECT_WRITE_DESTINATIONS:
+    if not _writes_run_rows_directly(pipeline):
         return False
     if pipeline.default_schema_name is None:
         return False

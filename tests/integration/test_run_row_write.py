@@ -1,5 +1,6 @@
 """The run row of a sync that loads nothing else is written by two INSERTs instead of a dlt load
-(connector/runs/sync.py `_run_rows_alone`): the rows must be what the load writes, on DuckDB and
+(connector/runs/sync.py `_run_rows_alone`), the first sync's too (its first allowance's load
+creates `_ciklek_sync_runs` empty): the rows must be what the load writes, on DuckDB and
 PostgreSQL, and anything else waiting for a load (here a schema change) still goes through dlt."""
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_run_rows_written_directly_equal_loaded_ones_and_a_schema_change_still_l
 ) -> None:
     sb = sandbox_factory("--orders", 30, "--customers", 3, "--products", 3)
     extra, sql = warehouse(tmp_path, request)
-    args = ["sync"]
+    args, dataset = ["sync"], "ciklek"
     if "ciklek_args" in extra:
         destination, dataset = extra.pop("ciklek_args").split()
         args += ["--destination", destination, "--dataset", dataset]
@@ -75,8 +76,18 @@ def test_run_rows_written_directly_equal_loaded_ones_and_a_schema_change_still_l
         started, ended = run[5], run[6]
         assert isinstance(started, dt.datetime) and started.utcoffset() == dt.timedelta(0)
         assert started <= ended
-    # the first run row and the schema change's went through dlt's load; the no-change one not
-    assert [str(r[7]) in loads for r in runs] == [True, False, True]
+    # The first run row too is written directly (its table was created, empty, by the first
+    # allowance's load); the schema change's run row went through dlt's load.
+    assert [str(r[7]) in loads for r in runs] == [False, False, True]
+    columns = sql(
+        "select column_name, data_type, is_nullable from information_schema.columns "
+        f"where table_schema = '{dataset}' and table_name = '_ciklek_sync_runs' "
+        "order by ordinal_position"
+    )
+    names = [c[0] for c in columns]
+    assert names[-2:] == ["_dlt_load_id", "_dlt_id"] and len(names) == 18
+    assert names[:3] == ["run_id", "pipeline", "kind"]
+    assert [c[2] for c in columns][-2:] == ["NO", "NO"]
     changes = sql('select run_id, table_name, "column" from ciklek._ciklek_schema_changes')
     assert [(c[0], c[2]) for c in changes] == [(runs[2][0], "loyalty_tier")]
 
