@@ -6,7 +6,8 @@ chunk, the run row's load. Three shortcuts cut it: destinations keep their `capa
 resolution), the checks before the first request resolve the destination's credentials once per
 run instead of five times (connector/warehouse/checks.py `destination_credentials`), and a run
 that loaded nothing else writes its run row and its closed ledger row by two INSERTs
-(connector/runs/sync.py `_run_rows_alone`). Here a no-change sync and a fresh sync of a small
+(connector/runs/sync.py `_run_rows_alone`; on a fresh warehouse too, since the first allowance's
+load creates `_ciklek_sync_runs` empty). Here a no-change sync and a fresh sync of a small
 dataset run alternately with the shortcuts and without them (patched off in this process only),
 against one sandbox with no latency and no rate limit, so the time is the connector's and dlt's.
 Reported: medians and the ratio with/without, from this one run.
