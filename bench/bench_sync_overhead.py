@@ -1,15 +1,18 @@
 """What a sync costs beside its pages (issue 20): the shortcuts measured against themselves.
 
 A sync's own work beside fetching pages is mostly dlt's: resolving configuration, one load per
-chunk, the run row's load. Three shortcuts cut it: destinations keep their `capabilities()` answer
+chunk, the run row's load, opening the DuckDB file for each. Four shortcuts cut it: destinations
+keep their `capabilities()` answer
 (connector/warehouse/destinations.py; dlt asks ~190 times a sync, each a full configuration
 resolution), the checks before the first request resolve the destination's credentials once per
 run instead of five times (connector/warehouse/checks.py `destination_credentials`), and a run
 that loaded nothing else writes its run row and its closed ledger row by two INSERTs
 (connector/runs/sync.py `_run_rows_alone`; on a fresh warehouse too, since the first allowance's
-load creates `_ciklek_sync_runs` empty). Here a no-change sync and a fresh sync of a small
-dataset run alternately with the shortcuts and without them (patched off in this process only),
-against one sandbox with no latency and no rate limit, so the time is the connector's and dlt's.
+load creates `_ciklek_sync_runs` empty), and the run holds its DuckDB file open from its first
+check to its end, so no load or write reopens it (connector/warehouse/held_open.py). Here a
+no-change sync and a fresh sync of a small dataset run alternately with the shortcuts and
+without them (patched off in this process only), against one sandbox with no latency and no
+rate limit, so the time is the connector's and dlt's.
 Reported: medians and the ratio with/without, from this one run.
 
 Run: ``python bench/bench_sync_overhead.py [--repeats N] [--json out.json]``.
@@ -47,17 +50,26 @@ def _resolved_each_time(pipeline: Any) -> object:
 
 
 @contextmanager
+def _not_held(pipeline: Any) -> Iterator[None]:
+    yield
+
+
+@contextmanager
 def shortcuts(on: bool) -> Iterator[None]:
     """The shortcuts as shipped, or all patched off (the code paths they replace)."""
     kept = (
         destinations.remembering_capabilities,
         sync._run_rows_alone,
         checks.destination_credentials,
+        sync.held_open,
+        sync.checkpoint,
     )
     if not on:
         destinations.remembering_capabilities = lambda destination: destination  # type: ignore[assignment]
         sync._run_rows_alone = lambda pipeline, setup: False  # type: ignore[assignment]
         checks.destination_credentials = _resolved_each_time  # type: ignore[assignment]
+        sync.held_open = _not_held  # type: ignore[assignment]
+        sync.checkpoint = lambda pipeline: None  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -65,6 +77,8 @@ def shortcuts(on: bool) -> Iterator[None]:
             destinations.remembering_capabilities,
             sync._run_rows_alone,
             checks.destination_credentials,
+            sync.held_open,
+            sync.checkpoint,
         ) = kept
 
 
@@ -129,7 +143,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "A fresh sync of 200 orders, 20 customers and 20 products (4 pages) and a no-change "
         "sync after it, against a "
-        "sandbox with no latency and no rate limit, alternating with the three shortcuts and "
+        "sandbox with no latency and no rate limit, alternating with the four shortcuts and "
         f"without them (patched off in this process), {result['repeats']} times each "
         "(bench/bench_sync_overhead.py).",
         "",

@@ -50,6 +50,7 @@ from connector.warehouse.checks import (
 )
 from connector.warehouse.destinations import resolve_destination
 from connector.warehouse.faults import may_record_run, stop_on_fault
+from connector.warehouse.held_open import checkpoint, held_open
 from connector.warehouse.read_copy import publish_after_run
 from connector.warehouse.run_log import restore_ledger, write_ledger_row, write_run_rows
 
@@ -70,46 +71,65 @@ def run_sync(options: SyncOptions, *, settings: Settings | None = None) -> SyncR
     # line per outcome says what happened, so without --debug only dlt's CRITICAL lines show.
     log_level = "INFO" if options.debug else "CRITICAL"
     with dlt_run_settings(log_level=log_level), run_lock(settings.state_dir, options.pipeline):
-        pipeline = _prepared_pipeline(options, settings, destination)
-        run_id = uuid.uuid4().hex
-        stop = threading.Event()
-        # Until the exit code is decided a signal stops the run cleanly (exit 75); from the
-        # decision on it changes nothing (see connector/runs/signals.py).
-        with stop_on_signals(stop) as signals:
-            parts = compose_sync(
-                settings,
-                _run_config(options, settings, window),
-                pipeline=options.pipeline,
-                max_requests=options.max_requests,
-                progress=options.progress,
-                events=EventLog(options.log_format, run_id, options.log_stream),
-                stop_event=stop,
-                run_id=run_id,
+        pipeline = _checked_pipeline(options, settings, destination)
+        with held_open(pipeline):  # a DuckDB file stays open to the run's end (why: held_open.py)
+            return _run(pipeline, options, settings, window, started_at, started)
+
+
+def _run(
+    pipeline: dlt.Pipeline,
+    options: SyncOptions,
+    settings: Settings,
+    window: Window | None,
+    started_at: dt.datetime,
+    started: float,
+) -> SyncResult:
+    """The run once its warehouse is open: today's count restored, the chunks, the decision."""
+    restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
+        pipeline,
+        options.pipeline,
+        settings.state_dir / "ledger.json",
+        settings.require_key().fingerprint,
+    )
+    run_id = uuid.uuid4().hex
+    stop = threading.Event()
+    # Until the exit code is decided a signal stops the run cleanly (exit 75); from the
+    # decision on it changes nothing (see connector/runs/signals.py).
+    with stop_on_signals(stop) as signals:
+        parts = compose_sync(
+            settings,
+            _run_config(options, settings, window),
+            pipeline=options.pipeline,
+            max_requests=options.max_requests,
+            progress=options.progress,
+            events=EventLog(options.log_format, run_id, options.log_stream),
+            stop_event=stop,
+            run_id=run_id,
+        )
+        with parts as built:
+            report = built.source.report
+            result = SyncResult(
+                EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
             )
-            with parts as built:
-                report = built.source.report
-                result = SyncResult(
-                    EXIT_OK, settings, report, built.log, built.quota, 0.0, run_id=run_id
-                )
-                describe_target(result, options)
-                status = StatusWriter(options, settings, report)
-                status.write(pipeline, running=True)
-                with stop_on_fault(destination_label(pipeline), result):
-                    _chunks(pipeline, built, options, result, status)
-                result.api_rate_limit = built.client.last_rate_limit
-            result.elapsed = time.monotonic() - started
-            decide(result, options)
-            signals.decide()
-            _conclude(pipeline, built, options, result, status, started_at)
-        return result
+            describe_target(result, options)
+            status = StatusWriter(options, settings, report)
+            status.write(pipeline, running=True)
+            with stop_on_fault(destination_label(pipeline), result):
+                _chunks(pipeline, built, options, result, status)
+            result.api_rate_limit = built.client.last_rate_limit
+        result.elapsed = time.monotonic() - started
+        decide(result, options)
+        signals.decide()
+        _conclude(pipeline, built, options, result, status, started_at)
+    return result
 
 
-def _prepared_pipeline(
+def _checked_pipeline(
     options: SyncOptions, settings: Settings, destination: TDestinationReferenceArg
 ) -> dlt.Pipeline:
     """The run's dlt pipeline, checked before any request: destination credentials, the read
     copy, declared column types, the warehouse open (a locked or unreachable one costs no
-    quota), and today's request count restored on a fresh runner."""
+    quota)."""
     pipeline = dlt.pipeline(
         pipeline_name=options.pipeline,
         destination=destination,
@@ -124,12 +144,6 @@ def _prepared_pipeline(
     check_read_copy(pipeline, settings, options.dataset)
     check_column_types(pipeline, settings, _reloading(pipeline, settings, options))
     check_before_requests(pipeline, settings)
-    restore_ledger(  # a fresh runner: today's requests from `_ciklek_sync_runs`
-        pipeline,
-        options.pipeline,
-        settings.state_dir / "ledger.json",
-        settings.require_key().fingerprint,
-    )
     return pipeline
 
 
@@ -204,6 +218,7 @@ def _chunks(
         else:
             pipeline.run(source, refresh=refresh)
             result.dropped += [t for n in names for t in setup.catalogue[n].tables]
+        checkpoint(pipeline)  # the chunk in the DuckDB file itself, as a close would leave it
         result.swapped += swap_completed(pipeline, names, report)  # a reload just completed
         if parts.ledger is not None:
             parts.ledger.committed()  # the next chunk may send what this load recorded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,56 @@ def test_the_reader_closing_within_the_wait_lets_the_sync_complete(
     assert proc.returncode == 0, first + out + rest
     clean(first + out + rest)
     assert query(db, "select count(*) from ciklek.orders") == [(ORDERS,)]
+
+
+# An analyst's session: opens the file read-only and, if DuckDB lets it, keeps it for 2 s.
+SESSION = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("opened", flush=True)
+time.sleep(2)
+"""
+
+
+def test_a_session_opened_mid_sync_is_refused_and_the_sync_loses_nothing(
+    sb: SandboxProcess, tmp_path: Path
+) -> None:
+    """The sync holds its file from its first check to its end (held_open.py): a session that
+    tries to open it between two chunks is refused at once, where it used to get in and fail
+    the sync's next load (exit 75)."""
+    db = tmp_path / "w.duckdb"
+    env = sync_env(
+        sb,
+        DESTINATION__DUCKDB__CREDENTIALS=str(db),
+        SOURCES__CIKLEK__PAGE_SIZE="20",
+        SOURCES__CIKLEK__CHECKPOINT_PAGES="1",
+    )
+    sb.control_post("faults", json={"latency_ms": 50})
+    proc = subprocess.Popen(
+        [CIKLEK_BIN, "sync", "--resources", "orders"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while sb.stats()["requests"] < 2 and proc.poll() is None:  # a chunk in, five to go
+            time.sleep(0.02)
+        session = subprocess.run(
+            [sys.executable, "-c", SESSION, str(db)], capture_output=True, text=True, timeout=60
+        )
+        running = proc.poll() is None
+        out, err = proc.communicate(timeout=180)
+    finally:
+        sb.control_post("faults", json={"latency_ms": 0})
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert session.returncode != 0 and "lock" in session.stderr.lower(), session.stdout + err
+    assert running, "the sync ended before the session's attempt ended: nothing was tested"
+    assert proc.returncode == 0, out + err
+    clean(out + err)
+    assert query(db, "select count(*), count(distinct id) from ciklek.orders") == [(ORDERS, ORDERS)]
 
 
 def test_the_cron_script_exits_75_on_a_held_file(sb: SandboxProcess, tmp_path: Path) -> None:

@@ -1,0 +1,75 @@
+"""A run holds its DuckDB file open (connector/warehouse/held_open.py), checked for real: the
+write-ahead log, another process refused, the file released at the end, and other destinations
+left alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import dlt
+import duckdb
+
+from connector.warehouse.held_open import checkpoint, held_open
+
+# Another process opening the file read-only, as an analyst's shell does; prints the row count.
+OPEN = """
+import duckdb, sys
+print(duckdb.connect(sys.argv[1], read_only=True).sql("select count(*) from d.t").fetchall()[0][0])
+"""
+
+
+def _pipeline(destination: object, tmp_path: Path) -> dlt.Pipeline:
+    return dlt.pipeline(
+        pipeline_name=f"p{uuid.uuid4().hex[:8]}",
+        destination=destination,  # type: ignore[arg-type]
+        dataset_name="d",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+
+
+def _open_elsewhere(db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", OPEN, str(db)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_held_file_keeps_loads_in_its_log_until_the_checkpoint_and_refuses_other_processes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "w.duckdb"
+    wal = db.with_name(db.name + ".wal")
+    pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    with held_open(pipeline):
+        pipeline.run([{"a": i} for i in range(500)], table_name="t")
+        # dlt closed its connection but the database stayed open: nothing checkpointed yet
+        assert wal.exists() and wal.stat().st_size > 0
+        checkpoint(pipeline)
+        assert not wal.exists() or wal.stat().st_size == 0  # the chunk is in the file itself
+        pipeline.run([{"a": i} for i in range(500, 600)], table_name="t")
+        refused = _open_elsewhere(db)
+        assert refused.returncode != 0 and "lock" in refused.stderr.lower(), refused.stderr
+    opened = _open_elsewhere(db)  # released: the last close wrote the log into the file
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.strip() == "600"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_without_a_held_file_every_close_checkpoints_and_other_destinations_are_left_alone(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "w.duckdb"
+    wal = db.with_name(db.name + ".wal")
+    plain = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    plain.run([{"a": 1}], table_name="t")
+    assert not wal.exists() or wal.stat().st_size == 0  # what `checkpoint` keeps true when held
+    checkpoint(plain)  # not held: nothing to do, and no error
+    conn = duckdb.connect(":memory:")  # a database that is no file: nothing to hold
+    memory = _pipeline(dlt.destinations.duckdb(conn), tmp_path)
+    with held_open(memory):
+        memory.run([{"a": 1}, {"a": 2}], table_name="t")
+        checkpoint(memory)
+    assert conn.sql("select count(*) from d.t").fetchall() == [(2,)]  # still the caller's
+    assert _open_elsewhere(db).stdout.strip() == "1"
