@@ -35,10 +35,13 @@ demo: $(DEMO_STAMP)
 # `--durations=15` prints the slowest tests after every run. Three workers on two cores: about a
 # quarter of a worker's time is spent waiting (sandbox latency, rate-limit windows, processes
 # starting), and a third worker fills it (on this machine 297 s -> 264 s for the same suite).
+# `--no-loadscope-reorder`: files go out in collection order (tests/e2e, then integration, then
+# the many small unit files), not most-tests-first, which left single-test e2e files of 10-16 s
+# for the end while the other workers sat idle (~20 worker-seconds a run).
 PYTEST_TMP ?= $(if $(wildcard /dev/shm/.),/dev/shm/ciklek-tests-$(shell id -u)-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1))
 test: install
 	@dsn=$$(bash scripts/postgres.sh start) || dsn=""; \
-	CIKLEK_TEST_PG_DSN="$$dsn" $(PY) -m pytest -q -n 3 --dist loadfile -p no:cacheprovider \
+	CIKLEK_TEST_PG_DSN="$$dsn" $(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -p no:cacheprovider \
 		--durations=15 $(if $(PYTEST_TMP),--basetemp=$(PYTEST_TMP)) tests
 
 # Layers and cycles (import-linter, contracts in pyproject.toml) and the one rule it cannot
