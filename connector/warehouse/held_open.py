@@ -23,7 +23,12 @@ from typing import Any
 
 import dlt
 
-from connector.warehouse.checks import destination_credentials, duckdb_database
+from connector.warehouse.checks import (
+    destination_credentials,
+    destination_label,
+    duckdb_database,
+)
+from connector.warehouse.faults import as_error, classify
 
 # The connection each pipeline object holds while its run is in `held_open`.
 _HELD: weakref.WeakKeyDictionary[dlt.Pipeline, Any] = weakref.WeakKeyDictionary()
@@ -40,7 +45,13 @@ def held_open(pipeline: dlt.Pipeline) -> Iterator[None]:
     if duckdb_database(pipeline) is None or pool is None:
         yield
         return
-    conn = pool.borrow_conn()  # dlt's own path: the same connect settings as its loads
+    try:
+        conn = pool.borrow_conn()  # dlt's own path: the same connect settings as its loads
+    except Exception as exc:  # taken in the instant since the check: said like the check says it
+        fault = classify(exc)
+        if fault is None:
+            raise
+        raise as_error(fault, destination_label(pipeline)) from exc
     _HELD[pipeline] = conn
     try:
         yield

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import dlt
 import duckdb
+import pytest
 
+from connector.errors import DestinationUnavailable
 from connector.warehouse.held_open import checkpoint, held_open
+from tests.duckdb_holder import Holder
 
 # Another process opening the file read-only, as an analyst's shell does; prints the row count.
 OPEN = """
@@ -73,3 +76,19 @@ def test_without_a_held_file_every_close_checkpoints_and_other_destinations_are_
         checkpoint(memory)
     assert conn.sql("select count(*) from d.t").fetchall() == [(2,)]  # still the caller's
     assert _open_elsewhere(db).stdout.strip() == "1"
+
+
+def test_a_file_another_process_took_since_the_check_is_try_later_naming_it(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "w.duckdb"
+    duckdb.connect(str(db)).close()
+    pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    holder = Holder(db)
+    try:
+        with pytest.raises(DestinationUnavailable) as info, held_open(pipeline):
+            pytest.fail("the hold cannot begin while another process has the file")
+    finally:
+        holder.close()
+    assert str(info.value).startswith(f"destination duckdb {db}: the DuckDB file is locked")
+    assert f"PID {holder.pid}" in str(info.value)
