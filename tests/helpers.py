@@ -77,3 +77,17 @@ def tmpfs(parent: Path, size: str) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def scratch_pipeline(destination: object, tmp_path: Path) -> Any:
+    """A dlt pipeline of its own (a fresh name, dataset `d`) with its state under `tmp_path`."""
+    import uuid
+
+    import dlt
+
+    return dlt.pipeline(
+        pipeline_name=f"p{uuid.uuid4().hex[:8]}",
+        destination=destination,  # type: ignore[arg-type]
+        dataset_name="d",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )

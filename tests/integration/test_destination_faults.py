@@ -7,7 +7,6 @@ port nobody listens on, a DuckDB file on a tiny full tmpfs, a reader holding the
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from connector.warehouse.checks import open_destination
 from connector.warehouse.faults import FaultKind, classify
 from connector.warehouse.read_copy import publish_read_copy
 from tests.duckdb_holder import Holder
-from tests.helpers import tmpfs
+from tests.helpers import scratch_pipeline, tmpfs
 
 
 @pytest.fixture
@@ -31,21 +30,12 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def _pipeline(destination: object, tmp_path: Path) -> dlt.Pipeline:
-    return dlt.pipeline(
-        pipeline_name=f"p{uuid.uuid4().hex[:8]}",
-        destination=destination,  # type: ignore[arg-type]
-        dataset_name="d",
-        pipelines_dir=str(tmp_path / "pipelines"),
-    )
-
-
 def test_duckdb_file_held_by_another_process_is_try_later_naming_the_holder(
     db: Path, tmp_path: Path
 ) -> None:
     holder = Holder(db)
     try:
-        pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+        pipeline = scratch_pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
         waits: list[float] = []
         with pytest.raises(DestinationUnavailable) as info:
             open_destination(
@@ -61,7 +51,7 @@ def test_duckdb_file_held_by_another_process_is_try_later_naming_the_holder(
 
 def test_duckdb_lock_released_within_the_wait_opens(db: Path, tmp_path: Path) -> None:
     holder = Holder(db)
-    pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    pipeline = scratch_pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
     seen: list[str | None] = []
 
     def on_wait(fault: object, left: float) -> None:
@@ -74,7 +64,7 @@ def test_duckdb_lock_released_within_the_wait_opens(db: Path, tmp_path: Path) ->
 
 def test_postgres_unreachable_is_try_later(tmp_path: Path) -> None:
     dsn = "postgresql://ciklek:secretpw@127.0.0.1:1/nothing"
-    pipeline = _pipeline(dlt.destinations.postgres(dsn), tmp_path)
+    pipeline = scratch_pipeline(dlt.destinations.postgres(dsn), tmp_path)
     with pytest.raises(DestinationUnavailable) as info:
         open_destination(pipeline, "postgres", wait_seconds=30, sleep=lambda s: None)
     assert "unreachable" in str(info.value)
@@ -89,7 +79,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_duckdb_out_of_space_needs_a_person(full_disk: Path, tmp_path: Path) -> None:
-    pipeline = _pipeline(dlt.destinations.duckdb(str(full_disk / "w.duckdb")), tmp_path)
+    pipeline = scratch_pipeline(dlt.destinations.duckdb(str(full_disk / "w.duckdb")), tmp_path)
     rows = [{"a": i, "b": os.urandom(200).hex()} for i in range(4000)]
     with pytest.raises(Exception) as info:
         for _ in range(10):

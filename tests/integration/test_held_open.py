@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import dlt
@@ -16,21 +15,13 @@ import pytest
 from connector.errors import DestinationUnavailable
 from connector.warehouse.held_open import checkpoint, held_open
 from tests.duckdb_holder import Holder
+from tests.helpers import scratch_pipeline
 
 # Another process opening the file read-only, as an analyst's shell does; prints the row count.
 OPEN = """
 import duckdb, sys
 print(duckdb.connect(sys.argv[1], read_only=True).sql("select count(*) from d.t").fetchall()[0][0])
 """
-
-
-def _pipeline(destination: object, tmp_path: Path) -> dlt.Pipeline:
-    return dlt.pipeline(
-        pipeline_name=f"p{uuid.uuid4().hex[:8]}",
-        destination=destination,  # type: ignore[arg-type]
-        dataset_name="d",
-        pipelines_dir=str(tmp_path / "pipelines"),
-    )
 
 
 def _open_elsewhere(db: Path) -> subprocess.CompletedProcess[str]:
@@ -44,7 +35,7 @@ def test_a_held_file_keeps_loads_in_its_log_until_the_checkpoint_and_refuses_oth
 ) -> None:
     db = tmp_path / "w.duckdb"
     wal = db.with_name(db.name + ".wal")
-    pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    pipeline = scratch_pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
     with held_open(pipeline):
         pipeline.run([{"a": i} for i in range(500)], table_name="t")
         # dlt closed its connection but the database stayed open: nothing checkpointed yet
@@ -65,12 +56,12 @@ def test_without_a_held_file_every_close_checkpoints_and_other_destinations_are_
 ) -> None:
     db = tmp_path / "w.duckdb"
     wal = db.with_name(db.name + ".wal")
-    plain = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    plain = scratch_pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
     plain.run([{"a": 1}], table_name="t")
     assert not wal.exists() or wal.stat().st_size == 0  # what `checkpoint` keeps true when held
     checkpoint(plain)  # not held: nothing to do, and no error
     conn = duckdb.connect(":memory:")  # a database that is no file: nothing to hold
-    memory = _pipeline(dlt.destinations.duckdb(conn), tmp_path)
+    memory = scratch_pipeline(dlt.destinations.duckdb(conn), tmp_path)
     with held_open(memory):
         memory.run([{"a": 1}, {"a": 2}], table_name="t")
         checkpoint(memory)
@@ -83,7 +74,7 @@ def test_a_file_another_process_took_since_the_check_is_try_later_naming_it(
 ) -> None:
     db = tmp_path / "w.duckdb"
     duckdb.connect(str(db)).close()
-    pipeline = _pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
+    pipeline = scratch_pipeline(dlt.destinations.duckdb(str(db)), tmp_path)
     holder = Holder(db)
     try:
         with pytest.raises(DestinationUnavailable) as info, held_open(pipeline):
