@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,34 @@ def run_cli(
     )
 
 
+_READER: duckdb.DuckDBPyConnection | None = None
+_READER_LOCK = threading.Lock()
+
+
 def query(path: Path | str, sql: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.sql(sql).fetchall()
+    """`sql`'s rows from the DuckDB file at `path`, opened read-only for this query only.
+
+    The file is attached to one in-memory database kept for the test process, under the name
+    a connection to it would give its catalog (the file's stem), and detached after: each new
+    DuckDB database costs ~20 ms of CPU to create, an attach ~2 ms, and tests query ~700 times.
+    Like a read-only connection, the attach takes the file's shared lock only while it runs.
+    """
+    global _READER
+    target = Path(path)
+    alias = target.stem.replace('"', '""')
+    with _READER_LOCK:
+        if _READER is None:
+            _READER = duckdb.connect(":memory:")
+        con = _READER
+        con.execute(
+            f"ATTACH '{str(target).replace(chr(39), chr(39) * 2)}' AS \"{alias}\" (READ_ONLY)"
+        )
+        try:
+            con.execute(f'USE "{alias}"')
+            return con.sql(sql).fetchall()
+        finally:
+            con.execute("USE memory")
+            con.execute(f'DETACH "{alias}"')
 
 
 DEFAULT_DB = "ciklek_warehouse.duckdb"

@@ -85,7 +85,10 @@ def _point_dlt_logs_at(stream: object) -> None:
     # dlt's own handler only: a test runner's capture handlers (subclasses) keep their streams.
     for handler in logging.getLogger("dlt").handlers:
         if type(handler) is logging.StreamHandler:
-            handler.setStream(stream)
+            # Not setStream: it flushes the old stream, which an earlier test's capture may
+            # have closed since (seen when tests of several files share a worker).
+            with handler.lock or contextlib.nullcontext():
+                handler.stream = stream  # type: ignore[assignment]
 
 
 def run_main(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from connector.api.tls import tls_context
 from connector.sandbox.config import key_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ class SandboxProcess:
         self.control = ""
         self.control_token = ""
         self.keys: dict[str, list[str]] = {}
+        self._control: httpx.Client | None = None  # one keep-alive client for control calls
 
     @property
     def key(self) -> str:
@@ -102,6 +104,9 @@ class SandboxProcess:
         return self.proc.pid
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
@@ -126,6 +131,7 @@ class SandboxProcess:
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         """An httpx client on the API base URL, authenticated with ``key`` (default: first)."""
         headers = {"Authorization": f"Bearer {key or self.key}"}
+        kwargs.setdefault("verify", tls_context(True))  # not a CA bundle loaded per client
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def control_headers(self, method: str = "GET") -> dict[str, str]:
@@ -154,6 +160,8 @@ class SandboxProcess:
     def control_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any other control call (``GET``/``PATCH``/``DELETE`` on ``records/...``)."""
         headers = {**self.control_headers(method), **kwargs.pop("headers", {})}
-        return httpx.request(
-            method, f"{self.control}/{path.lstrip('/')}", timeout=10, headers=headers, **kwargs
+        if self._control is None:  # one client, not one per call (each loads a CA bundle)
+            self._control = httpx.Client(timeout=10, verify=tls_context(True))
+        return self._control.request(
+            method, f"{self.control}/{path.lstrip('/')}", headers=headers, **kwargs
         )

@@ -38,6 +38,7 @@ from connector.api.responses import (
     Transient,
     classify,
 )
+from connector.api.tls import tls_context
 from connector.config.redaction import ApiKey
 from connector.config.settings import Settings
 from connector.config.urls import is_plain_http_loopback, normalize_base_url, relative_path
@@ -253,6 +254,7 @@ class CiklekClient:
         self._sleep_impl = sleep
         self._timeouts = (connect_timeout, read_timeout)
         self._base = httpx.URL(self.base_url + "/")
+        trust_env = not is_plain_http_loopback(self.base_url)
         self._http = httpx.Client(
             base_url=self._base,
             headers={
@@ -266,7 +268,8 @@ class CiklekClient:
             follow_redirects=False,
             # The sandbox on loopback over plain HTTP: HTTP_PROXY must never carry the key off
             # this machine in clear text. (https keeps the environment: proxies, CA bundles.)
-            trust_env=not is_plain_http_loopback(self.base_url),
+            trust_env=trust_env,
+            verify=tls_context(trust_env),  # built once per process (why: connector/api/tls.py)
         )
 
     def __repr__(self) -> str:
