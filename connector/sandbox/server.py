@@ -173,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ws="none",  # no websockets: uvicorn then imports no websocket protocol at start
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
             timeout_graceful_shutdown=2,
