@@ -58,14 +58,14 @@ def _not_held(pipeline: Any) -> Iterator[None]:
 def shortcuts(on: bool) -> Iterator[None]:
     """The shortcuts as shipped, or all patched off (the code paths they replace)."""
     kept = (
-        destinations.remembering_capabilities,
+        destinations.for_one_run,
         sync._run_rows_alone,
         checks.destination_credentials,
         sync.held_open,
         sync.checkpoint,
     )
     if not on:
-        destinations.remembering_capabilities = lambda destination: destination  # type: ignore[assignment]
+        destinations.for_one_run = lambda destination: destination  # type: ignore[assignment]
         sync._run_rows_alone = lambda pipeline, setup: False  # type: ignore[assignment]
         checks.destination_credentials = _resolved_each_time  # type: ignore[assignment]
         sync.held_open = _not_held  # type: ignore[assignment]
@@ -74,7 +74,7 @@ def shortcuts(on: bool) -> Iterator[None]:
         yield
     finally:
         (
-            destinations.remembering_capabilities,
+            destinations.for_one_run,
             sync._run_rows_alone,
             checks.destination_credentials,
             sync.held_open,

@@ -6,6 +6,7 @@ Ciklek/dlt settings, so nothing leaks between tests or from the developer's mach
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,20 @@ import pytest
 
 from tests.helpers import pg_dsn
 from tests.sandbox_proc import SandboxProcess
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test module is imported: what lives as long as this worker (modules, classes, the
+    registries of dlt and dagster) leaves the cycle collector's sight, and young collections run
+    every 20,000 allocations instead of every 700.
+
+    Why: an in-process sync spent ~7 % of its CPU in the collector, most of it walking those
+    long-lived objects again on every full collection; ~2 % after `gc.freeze()`. Only this
+    test process is tuned; `ciklek` processes keep Python's defaults.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 @pytest.fixture(autouse=True)

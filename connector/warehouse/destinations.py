@@ -68,7 +68,7 @@ def resolve_destination(
     if name == "duckdb":
         if duckdb_path:
             check_duckdb_collision(Path(duckdb_path), dataset)
-            return remembering_capabilities(
+            return for_one_run(
                 dlt.destinations.duckdb(credentials=str(Path(duckdb_path).absolute()))
             )
         configured = configured_duckdb_path()
@@ -76,8 +76,8 @@ def resolve_destination(
         if path is not None:
             check_duckdb_collision(path, dataset)
         if configured:  # dlt reads its own credentials; code must not override them
-            return remembering_capabilities(dlt.destinations.duckdb())
-        return remembering_capabilities(dlt.destinations.duckdb(credentials=str(path)))
+            return for_one_run(dlt.destinations.duckdb())
+        return for_one_run(dlt.destinations.duckdb(credentials=str(path)))
     try:
         destination = Destination.from_reference(name)
     except Exception:
@@ -88,7 +88,42 @@ def resolve_destination(
         raise ConfigError(f"unknown destination {name!r}")
     # Asked of dlt per table and table format (athena merges Iceberg tables only).
     check_merge_support(destination, [t for spec in CATALOGUE.values() for t in spec.tables])
-    return remembering_capabilities(destination)
+    return for_one_run(destination)
+
+
+def for_one_run(destination: Destination[Any, Any]) -> Destination[Any, Any]:
+    """The destination object a run uses, answering what cannot change during the run from
+    its first answer: its configuration and its capabilities (bench/RESULTS.md section 7)."""
+    return remembering_capabilities(remembering_configuration(destination))
+
+
+def remembering_configuration(destination: Destination[Any, Any]) -> Destination[Any, Any]:
+    """The destination, resolving its configuration once per kind of request and run.
+
+    Why: every job client dlt or we make (`sql_client()`, `destination_client()`, each step's
+    clients) resolves the destination's whole configuration from every provider again: ~6 ms
+    each, nine or ten times a sync. dlt's own loader already resolves it once per load and
+    shares that one object between all its jobs and threads; this does the same across the run.
+    A request is what dlt puts in the initial configuration (dataset and schema binding,
+    staging or not) plus `accept_partial`; an equal request gets the object resolved first.
+    The settings behind it are read once per run and this object lives for one run. A
+    resolution that fails (credentials missing) is not kept: the next call raises again.
+    """
+    resolve = destination.configuration
+    kept: list[tuple[dict[str, Any] | None, bool, Any]] = []
+
+    def configuration(initial_config: Any = None, accept_partial: bool = False) -> Any:
+        request = None if initial_config is None else dict(initial_config)
+        for seen, partial, resolved in kept:
+            if partial == accept_partial and seen == request:
+                return resolved
+        resolved = resolve(initial_config, accept_partial=accept_partial)
+        kept.append((request, accept_partial, resolved))
+        return resolved
+
+    remember: Callable[..., Any] = configuration
+    destination.configuration = remember  # type: ignore[method-assign]
+    return destination
 
 
 def remembering_capabilities(destination: Destination[Any, Any]) -> Destination[Any, Any]:
