@@ -4,8 +4,9 @@ A sync's own work beside fetching pages is mostly dlt's: resolving configuration
 chunk, the run row's load, opening the DuckDB file for each. Four shortcuts cut it: destinations
 keep their `capabilities()` and `configuration()` answers for the run
 (connector/warehouse/destinations.py `for_one_run`; dlt asks for capabilities ~190 times a sync
-and every job client resolved the configuration again, each a full resolution), the checks before the first request resolve the destination's credentials once per
-run instead of five times (connector/warehouse/checks.py `destination_credentials`), and a run
+and every job client resolved the configuration again, each a full resolution), the checks
+before the first request resolve the destination's credentials once per run instead of five
+times (connector/warehouse/checks.py `destination_credentials`), and a run
 that loaded nothing else writes its run row and its closed ledger row by two INSERTs
 (connector/runs/sync.py `_run_rows_alone`; on a fresh warehouse too, since the first allowance's
 load creates `_ciklek_sync_runs` empty), and the run holds its DuckDB file open from its first
