@@ -17,7 +17,6 @@ from typing import Any
 import dlt
 from dlt.common.destination import Destination
 from dlt.common.destination.reference import TDestinationReferenceArg
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from connector.catalogue import CATALOGUE
 from connector.errors import ConfigError
@@ -70,16 +69,15 @@ def resolve_destination(
         if duckdb_path:
             check_duckdb_collision(Path(duckdb_path), dataset)
             return for_one_run(
-                dlt.destinations.duckdb(credentials=file_credentials(Path(duckdb_path)))
+                dlt.destinations.duckdb(credentials=str(Path(duckdb_path).absolute()))
             )
         configured = configured_duckdb_path()
+        path = duckdb_file(configured) if configured else Path.cwd() / DEFAULT_DUCKDB_FILE
+        if path is not None:
+            check_duckdb_collision(path, dataset)
         if configured:  # dlt reads its own credentials; code must not override them
-            if (path := duckdb_file(configured)) is not None:
-                check_duckdb_collision(path, dataset)
             return for_one_run(dlt.destinations.duckdb())
-        default = Path.cwd() / DEFAULT_DUCKDB_FILE
-        check_duckdb_collision(default, dataset)
-        return for_one_run(dlt.destinations.duckdb(credentials=file_credentials(default)))
+        return for_one_run(dlt.destinations.duckdb(credentials=str(path)))
     try:
         destination = Destination.from_reference(name)
     except Exception:
@@ -91,18 +89,6 @@ def resolve_destination(
     # Asked of dlt per table and table format (athena merges Iceberg tables only).
     check_merge_support(destination, [t for spec in CATALOGUE.values() for t in spec.tables])
     return for_one_run(destination)
-
-
-def file_credentials(path: Path) -> DuckDbCredentials:
-    """A DuckDB file as dlt's credentials object rather than a string for dlt to parse.
-
-    Why: dlt tries a string as a SQLAlchemy URL first, which imports SQLAlchemy (~140 ms of
-    every `ciklek` process) only to find that it is a file path. The object carries the same
-    (absolute) path; dlt copies its fields into the run's credentials.
-    """
-    credentials = DuckDbCredentials()
-    credentials.database = str(path.absolute())
-    return credentials
 
 
 def for_one_run(destination: Destination[Any, Any]) -> Destination[Any, Any]:

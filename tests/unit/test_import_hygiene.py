@@ -133,20 +133,3 @@ def test_python_m_connector_sandbox_without_the_extra_exits_2() -> None:
     )
     assert done.returncode == 2
     assert INSTALL_HINT in done.stderr and "Traceback" not in done.stderr
-
-
-def test_a_duckdb_file_destination_resolves_without_importing_sqlalchemy(tmp_path: Path) -> None:
-    """A file path handed to dlt as a string is tried as a SQLAlchemy URL first (importing
-    SQLAlchemy, ~140 ms of every `ciklek` process); handed over as credentials it is not."""
-    database = tmp_path / "w.duckdb"
-    done = python(
-        "import sys\n"
-        "from dlt.dataset.utils import get_destination_client_initial_config\n"
-        "from connector.warehouse.destinations import resolve_destination\n"
-        f"destination = resolve_destination('duckdb', 'ciklek', {str(database)!r})\n"
-        "initial = get_destination_client_initial_config(destination, 'ciklek')\n"
-        "config = destination.configuration(initial)\n"
-        "print(config.credentials.database, 'sqlalchemy' in sys.modules)"
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(database), "False"]
